@@ -196,6 +196,15 @@ class ResNetApply:
         variables = {"params": params, "batch_stats": self.batch_stats}
         return self.model.apply(variables, images)
 
+    def logits(self, params, images: Float[Array, "n h w 3"]) -> Float[Array, "n K"]:
+        """The K outputs ``f_w(x)`` alone (the function to linearize)."""
+        return self(params, images)[0]
+
+    def features(self, params, images: Float[Array, "n h w 3"]
+                 ) -> Float[Array, "n d"]:
+        """The penultimate features ``z`` alone (the last-layer linearization)."""
+        return self(params, images)[1]
+
 
 def init_resnet(model: ResNet, key: jax.Array, image_size: int = 224
                 ) -> tuple[ResNetApply, dict]:

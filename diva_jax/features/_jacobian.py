@@ -1,0 +1,259 @@
+"""Full-network linearization: Jacobian features, their sketch, and the NTK.
+
+Around pretrained weights ``w0`` a network is replaced by its first-order
+Taylor expansion (paper sec. 3.1, after Achille et al. 2020)
+
+    f_lin(x) = f_w0(x) + J(x) (w - w0),        J(x) = df_w(x)/dw at w0  (K x P)
+
+which is linear in ``w``: fitting ``w - w0`` by weighted ridge regression on
+targets ``y_i - f_w0(x_i)`` is the DIVA problem with per-sample Jacobian blocks
+``Z_i = J(x_i)`` (MATH.md, "Several outputs per sample"). The helpers here
+build those blocks and the kernel ``J J^T``:
+
+- :func:`jacobian_features` with ``num_directions=None``: exact rows
+  ``J(x_i)`` (n, K, P), for networks small enough that n K P numbers fit.
+- :func:`jacobian_features` with ``num_directions=m``: the sketch
+  ``Z_i = J(x_i) V^T`` (n, K, m) along m random tangents ``V`` (m, P) with
+  i.i.d. ``N(0, 1/m)`` entries, so ``E[V^T V] = I_P`` and every inner product
+  ``Z_i Z_j^T`` is an unbiased estimate of ``J(x_i) J(x_j)^T`` (its relative
+  error shrinks like ``1/sqrt(m)``). Each column is one ``jax.jvp``.
+- :func:`empirical_ntk`: ``Theta(x1, x2)[i, j] = J(x1_i) J(x2_j)^T``.
+- :func:`linearize`: ``f_lin`` itself, through ``jax.jvp``.
+
+Cost of the sketch (ResNet-34 at 224 x 224, P = 21.8M, forward ~3.6 GMAC =
+7.3 GFLOP per image). Per sample batch the primal runs once
+(``jax.linearize``), then each direction is one tangent pass, which costs about
+two forwards (the product rule doubles every convolution: ``conv(dx, w) +
+conv(x, dv)``). Per sample: ~(1 + 2m) x 7.3 GFLOP, i.e. ~0.95 TFLOP for
+m = 64, plus m x P normal draws per batch (the tangents are regenerated from
+``key``, never stored: an m x P matrix is 5.6 GB at m = 64). Memory, for a
+batch of b samples and c = ``direction_batch_size`` directions in flight: the
+primal's saved activations (~b x 0.1 GB at 224 px in float32), c tangents of
+P floats (c x 87 MB), c x b tangent activations, and the b x K x m block of
+output; nothing grows with n, because sample batches are processed one at a
+time and copied to the host. ``benchmarks/bench_jacobian.py`` measures time
+and peak memory per sample. The exact Jacobian of ResNet-34 would be
+K x P = 21.8G floats per sample with K = 1000: only the sketch scales.
+
+All functions require ``apply_fn(params, x) -> (n, K)`` to treat samples
+independently (BatchNorm in eval mode, as :class:`ResNetApply` runs it).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, Float
+from tqdm.auto import tqdm
+
+ApplyFn = Callable[..., Array]
+
+
+def _check_outputs(apply_fn: ApplyFn, params, x, name: str = "x") -> int:
+    """Checks ``apply_fn(params, x) -> (n, K)`` on shapes only; returns K."""
+    if not hasattr(x, "shape") or len(x.shape) < 1 or x.shape[0] == 0:
+        raise ValueError(f"{name} must be an array of at least one sample, "
+                         f"shape (n, ...); got {getattr(x, 'shape', type(x))}.")
+    out = jax.eval_shape(apply_fn, params, x[:1])
+    if isinstance(out, (tuple, list)):
+        raise TypeError("apply_fn must return one (n, K) array; it returned a "
+                        f"{type(out).__name__}. For a ResNetApply pass "
+                        "apply_fn.logits (the K outputs to linearize).")
+    if len(out.shape) != 2 or out.shape[0] != 1:
+        raise ValueError("apply_fn(params, x) must return shape (n, K); for one "
+                         f"sample it returned {out.shape}.")
+    return out.shape[1]
+
+
+def _per_sample(f: Callable) -> Callable:
+    """``f(w, x (n, ...)) -> (n, K)`` as a function of one sample ``x_i``."""
+    return lambda w, x_i: f(w, x_i[None])[0]
+
+
+def _batches(n: int, batch_size: int):
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    return [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+
+
+def _pad_batch(x, size: int):
+    """Pads the first axis to ``size`` by repeating the last sample."""
+    missing = size - x.shape[0]
+    if missing == 0:
+        return x
+    return jnp.concatenate([x, jnp.repeat(x[-1:], missing, axis=0)])
+
+
+def _map_batches(step: Callable, x, batch_size: int, progress: bool, desc: str):
+    """Runs jitted ``step(x_batch)`` over fixed-size batches; host concatenation."""
+    n = x.shape[0]
+    blocks = []
+    for start, stop in tqdm(_batches(n, batch_size), desc=desc, disable=not progress,
+                            unit="batch"):
+        x_b = _pad_batch(jnp.asarray(x[start:stop]), min(batch_size, n))
+        blocks.append(np.asarray(step(x_b))[: stop - start])
+    return np.concatenate(blocks)
+
+
+def jacobian_features(apply_fn: ApplyFn, params, x, *,
+                      num_directions: int | None = None,
+                      key: jax.Array | None = None,
+                      tangents: Float[Array, "m P"] | None = None,
+                      batch_size: int = 32, direction_batch_size: int = 16,
+                      progress: bool = True) -> np.ndarray:
+    """Per-sample Jacobian blocks of ``apply_fn`` in its weights: exact or sketched.
+
+    Args:
+      apply_fn: ``apply_fn(params, x) -> (n, K)``, e.g. ``ResNetApply.logits``.
+      params: the weights ``w0`` (any pytree; flattened with ``ravel_pytree`` in
+        leaf order, so P is the total number of parameters).
+      x: inputs (n, ...).
+      num_directions: m; None gives the exact Jacobian (n, K, P).
+      key: PRNG key of the random tangents (default ``jax.random.key(0)``).
+        Tangent j is drawn from ``fold_in(key, j)``: every sample batch sees
+        the same directions, and no m x P matrix is stored.
+      tangents: explicit flat tangents (m, P), used as given instead of random
+        ones (e.g. an orthonormal basis: then ``Z @ tangents = J``).
+      batch_size: samples per jitted step; one batch of blocks lives at a time.
+      direction_batch_size: tangents pushed through the network together.
+      progress: show a tqdm bar over sample batches.
+
+    Returns:
+      ``Z`` (n, K, P) exact, or (n, K, m) sketched, as a host numpy array: the
+      ``Z`` of ``diva_jax.dataset_derivative(Z, Y - f0, lam)``.
+    """
+    _check_outputs(apply_fn, params, x)
+    flat_w0, unravel = ravel_pytree(params)
+    f = lambda w, x_b: apply_fn(unravel(w), x_b)  # noqa: E731
+    if num_directions is None and tangents is None:
+        step = jax.jit(functools.partial(_exact_block, f))
+        return _map_batches(lambda x_b: step(flat_w0, x_b), x, batch_size,
+                            progress, "exact Jacobian")
+    source, m = _tangent_source(flat_w0, num_directions, key, tangents)
+    chunk = max(1, min(direction_batch_size, m))
+    step = jax.jit(functools.partial(_sketch_block, f, m, chunk))
+    return _map_batches(lambda x_b: step(flat_w0, x_b, source), x, batch_size,
+                        progress, f"Jacobian sketch m={m}")
+
+
+def _exact_block(f: Callable, flat_w0, x_b) -> Float[Array, "b K P"]:
+    """``J(x_i)`` for each sample of the batch: one reverse pass per output."""
+    return jax.vmap(jax.jacrev(_per_sample(f)), in_axes=(None, 0))(flat_w0, x_b)
+
+
+def _tangent_source(flat_w0, num_directions, key, tangents):
+    """Returns ``(source, m)``: explicit tangents (m, P), or a PRNG key."""
+    P = flat_w0.shape[0]
+    if tangents is not None:
+        if num_directions is not None or key is not None:
+            raise ValueError("pass either tangents= or num_directions=/key=, not both.")
+        tangents = jnp.asarray(tangents, flat_w0.dtype)
+        if tangents.ndim != 2 or tangents.shape[1] != P:
+            raise ValueError(f"tangents must have shape (m, P) with P={P} "
+                             f"parameters; got {tangents.shape}.")
+        return tangents, tangents.shape[0]
+    if not isinstance(num_directions, int) or num_directions < 1:
+        raise ValueError(f"num_directions must be a positive int (m), got "
+                         f"{num_directions!r}; None gives the exact Jacobian.")
+    key = jax.random.key(0) if key is None else key
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(key)  # a raw jax.random.PRNGKey
+    return key, num_directions
+
+
+def _tangent(source, j, m: int, like) -> Float[Array, " P"]:
+    """Tangent ``v_j``: row j of explicit tangents, or ``N(0, I/m)`` from the key."""
+    if jnp.issubdtype(source.dtype, jax.dtypes.prng_key):
+        normal = jax.random.normal(jax.random.fold_in(source, j), like.shape,
+                                   like.dtype)
+        return normal / math.sqrt(m)  # E[V^T V] = I_P: unbiased inner products
+    return source[j]
+
+
+def _sketch_block(f: Callable, m: int, chunk: int, flat_w0, x_b, source
+                  ) -> Float[Array, "b K m"]:
+    """``J(x_i) V^T`` for the batch: the primal once, then one JVP per tangent."""
+    _, jvp_fn = jax.linearize(lambda w: f(w, x_b), flat_w0)
+    columns = jax.lax.map(lambda j: jvp_fn(_tangent(source, j, m, flat_w0)),
+                          jnp.arange(m), batch_size=chunk)  # (m, b, K)
+    return jnp.transpose(columns, (1, 2, 0))
+
+
+def empirical_ntk(apply_fn: ApplyFn, params, x1, x2=None, *,
+                  method: str = "jacobian", batch_size: int = 8
+                  ) -> Float[Array, "n1 n2 K K"]:
+    """The empirical neural tangent kernel ``Theta[i, j] = J(x1_i) J(x2_j)^T``.
+
+    Args:
+      apply_fn: ``apply_fn(params, x) -> (n, K)``.
+      params: the weights ``w0`` (pytree).
+      x1, x2: inputs (n1, ...) and (n2, ...); ``x2=None`` means ``x1``.
+      method: ``"jacobian"`` contracts per-sample Jacobians leaf by leaf
+        (memory (n1 + n2) K P); ``"ntvp"`` pushes the K rows of each
+        ``J(x2_j)`` through ``jax.jvp`` on ``x1`` (memory ``batch_size`` x K x P,
+        for networks whose Jacobians do not fit).
+      batch_size: samples of ``x2`` per vectorized step (``"ntvp"`` only).
+
+    Returns:
+      ``Theta`` (n1, n2, K, K), float like ``params``.
+    """
+    K = _check_outputs(apply_fn, params, x1, "x1")
+    same = x2 is None
+    x2 = x1 if same else x2
+    if _check_outputs(apply_fn, params, x2, "x2") != K:
+        raise ValueError("apply_fn gives a different K for x1 and x2.")
+    if method == "jacobian":
+        return _ntk_by_jacobians(apply_fn, params, x1, x2, same)
+    if method == "ntvp":
+        return _ntk_by_jvp_of_vjp(apply_fn, params, x1, x2, batch_size)
+    raise ValueError(f"method must be 'jacobian' or 'ntvp', got {method!r}.")
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _ntk_by_jacobians(apply_fn, params, x1, x2, same: bool):
+    """``sum_leaves J1_leaf J2_leaf^T``: no flattening copy of the Jacobians."""
+    per_sample_jac = jax.vmap(jax.jacrev(_per_sample(apply_fn)), in_axes=(None, 0))
+    J1 = per_sample_jac(params, x1)  # leaves (n1, K, *leaf_shape)
+    J2 = J1 if same else per_sample_jac(params, x2)
+
+    def contract(a, b):
+        a = a.reshape(a.shape[0], a.shape[1], -1)
+        b = b.reshape(b.shape[0], b.shape[1], -1)
+        return jnp.einsum("iap,jbp->ijab", a, b)
+
+    return sum(jax.tree.leaves(jax.tree.map(contract, J1, J2)))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _ntk_by_jvp_of_vjp(apply_fn, params, x1, x2, batch_size: int):
+    """``Theta[:, j] = J(x1) J(x2_j)^T``: K reverse passes, then K JVPs on x1."""
+    _, jvp_on_x1 = jax.linearize(lambda p: apply_fn(p, x1), params)
+    rows_of = jax.jacrev(_per_sample(apply_fn))  # J(x2_j): leaves (K, *leaf)
+
+    def kernel_column(x2_j):
+        return jax.vmap(jvp_on_x1)(rows_of(params, x2_j))  # (K_b, n1, K_a)
+
+    columns = jax.lax.map(kernel_column, x2,
+                          batch_size=min(batch_size, x2.shape[0]))
+    return jnp.transpose(columns, (2, 0, 3, 1))  # (n1, n2, K_a, K_b)
+
+
+def linearize(apply_fn: Callable, params0) -> Callable:
+    """Returns ``f_lin(params, x) = f_w0(x) + J(x) (params - params0)`` (by JVP).
+
+    ``f_lin`` is exactly linear in ``params``; it agrees with ``apply_fn`` to
+    first order, ``f(w0 + eps d) - f_lin(w0 + eps d) = O(eps^2)``. ``apply_fn``
+    may return any pytree of arrays (a ResNetApply's ``(logits, features)``).
+    """
+    def f_lin(params, x):
+        delta = jax.tree.map(jnp.subtract, params, params0)
+        f0, df = jax.jvp(lambda p: apply_fn(p, x), (params0,), (delta,))
+        return jax.tree.map(jnp.add, f0, df)
+
+    return f_lin
