@@ -34,13 +34,15 @@ def _require_finite(x, name: str) -> None:
 def _as_array(x, name: str):
     if x is None:
         raise TypeError(f"{name} is required, got None.")
-    try:
-        x = jnp.asarray(x)
-    except TypeError as err:
-        raise TypeError(f"{name} must be an array, got {type(x).__name__}.") from err
-    if not (jnp.issubdtype(x.dtype, jnp.number) or x.dtype == bool):
+    if not isinstance(x, jax.Array):
+        try:
+            x = np.asarray(x)
+        except (TypeError, ValueError) as err:
+            kind = type(x).__name__
+            raise TypeError(f"{name} must be an array, got {kind}.") from err
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise TypeError(f"{name} must be numeric, got dtype {x.dtype}.")
-    return x
+    return jnp.asarray(x)
 
 
 def check_features(Z, name: str = "Z"):
@@ -102,7 +104,7 @@ def check_lam(lam, name: str = "lam"):
     if lam_arr.ndim != 0:
         raise ValueError(f"{name} must be a scalar; got shape {lam_arr.shape}. "
                          f"Use select_lambda or jax.vmap for a grid of values.")
-    if is_concrete(lam_arr) and not (float(lam_arr) > 0 and np.isfinite(float(lam_arr))):
+    if is_concrete(lam_arr) and not (0 < float(lam_arr) < np.inf):
         raise ValueError(f"{name} must be a finite number > 0, got {float(lam_arr)}; "
                          f"diva_jax.select_lambda picks one by leave-one-out loss.")
     return lam

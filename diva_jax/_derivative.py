@@ -95,7 +95,8 @@ def _closed_validation(alpha, Z, Y, lam, Z_val, Y_val, solver, loss):
     return value, _validation_gradient(state, Z_val, G)
 
 
-_autodiff_loo = jax.jit(jax.value_and_grad(_loo_loss), static_argnames=("solver", "loss"))
+_autodiff_loo = jax.jit(
+    jax.value_and_grad(_loo_loss), static_argnames=("solver", "loss"))
 _autodiff_validation = jax.jit(
     jax.value_and_grad(_validation_loss), static_argnames=("solver", "loss"))
 

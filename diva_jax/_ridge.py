@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 from jaxtyping import Array, Float
@@ -108,7 +107,6 @@ def _primal(alpha, Z, Y, lam) -> Primal:
 
 
 def _dual(alpha, Z, Y, lam) -> Dual:
-    n = Z.shape[0]
     K = Z @ Z.T
     S, Minv = _solve_kernel(K, alpha, lam)  # S = Z C Z^T
 

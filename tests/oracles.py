@@ -24,7 +24,7 @@ def random_problem(rng, n, d, k, *, zeros=0, cond=None):
 
 
 def ridge(Z, Y, alpha, lam):
-    """``argmin_W sum_i alpha_i ||W^T z_i - y_i||^2 + lam ||W||^2`` by np.linalg.solve."""
+    """``argmin_W sum_i alpha_i ||W^T z_i - y_i||^2 + lam ||W||^2`` (np.linalg)."""
     d = Z.shape[1]
     return np.linalg.solve(Z.T @ (alpha[:, None] * Z) + lam * np.eye(d),
                            Z.T @ (alpha[:, None] * Y))
@@ -58,7 +58,7 @@ def brute_loo_loss(Z, Y, alpha, lam, mask=None):
 
 
 def central_differences(f, x, eps=1e-5):
-    """Gradient of scalar ``f`` at ``x`` by central differences, one coordinate at a time."""
+    """Gradient of a scalar ``f`` at ``x`` by central differences per coordinate."""
     grad = np.zeros_like(x)
     for i in range(len(x)):
         step = np.zeros_like(x)
@@ -71,4 +71,5 @@ def assert_close(actual, desired, dtype=np.float64, scale=None):
     """``|actual - desired| <= tol * max(|desired|)`` elementwise (scale-aware)."""
     actual, desired = np.asarray(actual, np.float64), np.asarray(desired, np.float64)
     scale = np.max(np.abs(desired)) if scale is None else scale
-    np.testing.assert_allclose(actual, desired, rtol=0, atol=tol(dtype) * max(scale, 1e-300))
+    atol = tol(dtype) * max(scale, 1e-300)
+    np.testing.assert_allclose(actual, desired, rtol=0, atol=atol)

@@ -91,7 +91,7 @@ def _influence(Z, Y, alpha, lam, Zv, Yv):
     hessian = 2 * np.kron(Z.T @ (alpha[:, None] * Z) + lam * np.eye(d), np.eye(k))
     grad_val = (2 * Zv.T @ (Zv @ W - Yv) / len(Zv)).reshape(-1)
     out = []
-    for z, y in zip(Z, Y):
+    for z, y in zip(Z, Y, strict=True):
         grad_i = (2 * np.outer(z, z @ W - y)).reshape(-1)
         out.append(-grad_val @ np.linalg.solve(hessian, grad_i))
     return np.array(out)

@@ -81,7 +81,9 @@ def write_outputs(out: Path, data, grad, flags, report) -> None:
     atomic_savez(out / "derivative.npz", ids=data.ids, labels=data.y,
                  derivative=grad, flags=flags)
     rows = ["id,label,derivative,flag"] + [
-        f"{i},{y},{g:.9g},{int(f)}" for i, y, g, f in zip(data.ids, data.y, grad, flags)]
+        f"{i},{y},{g:.9g},{int(f)}"
+        for i, y, g, f in zip(data.ids, data.y, grad, flags, strict=True)
+    ]
     atomic_write_text(out / "derivative.csv", "\n".join(rows) + "\n")
     atomic_write_json(out / "report.json", report)
     logger.info("wrote %s", out)
