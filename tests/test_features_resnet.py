@@ -68,7 +68,7 @@ def torchvision_state_shapes(block, layers, width_per_group, groups, K=1000,
     return shapes
 
 
-def random_tiny_resnet(seed=0, K=10):
+def random_tiny_resnet(seed=0, K=10, layers=(1, 1, 1, 1), base=8):
     """``resnet_tiny`` with random weights and running statistics, made in numpy.
 
     (Loading a random ``state_dict`` avoids compiling Flax's random initializers,
@@ -76,8 +76,8 @@ def random_tiny_resnet(seed=0, K=10):
     """
     rng = np.random.default_rng(seed)
     state = {}
-    for key, shape in torchvision_state_shapes("basic", [1, 1, 1, 1], 64, 1, K=K,
-                                               base=8).items():
+    for key, shape in torchvision_state_shapes("basic", layers, 64, 1, K=K,
+                                               base=base).items():
         if len(shape) > 1:  # conv (O, I, H, W) or fc (out, in): He-scaled
             value = rng.standard_normal(shape) * np.sqrt(2 / np.prod(shape[1:]))
         elif key.endswith(("running_var", "weight")):  # BN scales, variances
