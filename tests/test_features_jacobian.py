@@ -13,7 +13,8 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import diva_jax
-from diva_jax.features import (empirical_ntk, jacobian_features, linearize)
+from diva_jax.features import empirical_ntk, jacobian_features, linearize
+from diva_jax.features._jacobian import sketch_block
 from test_features_resnet import as_float64, random_tiny_resnet
 
 K = 3
@@ -92,9 +93,11 @@ def test_sketch_is_reproducible_and_independent_of_batching():
                           key=jax.random.PRNGKey(4), batch_size=6,
                           direction_batch_size=9, progress=False)
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-14)
+    compiled = sketch_block._cache_size()
     c = jacobian_features(mlp, params, x, num_directions=9, key=jax.random.key(5),
-                          progress=False)
+                          batch_size=6, direction_batch_size=9, progress=False)
     assert np.max(np.abs(a - c)) > 1e-3
+    assert sketch_block._cache_size() == compiled  # a new key does not recompile
 
 
 def test_tiny_resnet_sketch_and_ntk_match_its_exact_jacobian():

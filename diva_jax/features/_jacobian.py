@@ -129,31 +129,35 @@ def jacobian_features(apply_fn: ApplyFn, params, x, *,
       ``Z`` of ``diva_jax.dataset_derivative(Z, Y - f0, lam)``.
     """
     _check_outputs(apply_fn, params, x)
-    flat_w0, unravel = ravel_pytree(params)
-    f = lambda w, x_b: apply_fn(unravel(w), x_b)  # noqa: E731
     if num_directions is None and tangents is None:
-        step = jax.jit(functools.partial(_exact_block, f))
-        return _map_batches(lambda x_b: step(flat_w0, x_b), x, batch_size,
-                            progress, "exact Jacobian")
-    source, m = _tangent_source(flat_w0, num_directions, key, tangents)
+        step = functools.partial(exact_jacobian_block, apply_fn, params)
+        return _map_batches(step, x, batch_size, progress, "exact Jacobian")
+    source, m = _tangent_source(params, num_directions, key, tangents)
     chunk = max(1, min(direction_batch_size, m))
-    step = jax.jit(functools.partial(_sketch_block, f, m, chunk))
-    return _map_batches(lambda x_b: step(flat_w0, x_b, source), x, batch_size,
-                        progress, f"Jacobian sketch m={m}")
+    step = lambda x_b: sketch_block(apply_fn, m, chunk, params, x_b, source)  # noqa
+    return _map_batches(step, x, batch_size, progress, f"Jacobian sketch m={m}")
 
 
-def _exact_block(f: Callable, flat_w0, x_b) -> Float[Array, "b K P"]:
-    """``J(x_i)`` for each sample of the batch: one reverse pass per output."""
+def _flat(apply_fn: ApplyFn, params):
+    """``(w0 (P,), f(w, x))``: the network as a function of its flat weights."""
+    flat_w0, unravel = ravel_pytree(params)
+    return flat_w0, lambda w, x_b: apply_fn(unravel(w), x_b)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def exact_jacobian_block(apply_fn: ApplyFn, params, x_b) -> Float[Array, "b K P"]:
+    """``J(x_i)`` for each sample of one batch: K reverse passes per sample."""
+    flat_w0, f = _flat(apply_fn, params)
     return jax.vmap(jax.jacrev(_per_sample(f)), in_axes=(None, 0))(flat_w0, x_b)
 
 
-def _tangent_source(flat_w0, num_directions, key, tangents):
+def _tangent_source(params, num_directions, key, tangents):
     """Returns ``(source, m)``: explicit tangents (m, P), or a PRNG key."""
-    P = flat_w0.shape[0]
+    P = sum(leaf.size for leaf in jax.tree.leaves(params))
     if tangents is not None:
         if num_directions is not None or key is not None:
             raise ValueError("pass either tangents= or num_directions=/key=, not both.")
-        tangents = jnp.asarray(tangents, flat_w0.dtype)
+        tangents = jnp.asarray(tangents, ravel_pytree(params)[0].dtype)
         if tangents.ndim != 2 or tangents.shape[1] != P:
             raise ValueError(f"tangents must have shape (m, P) with P={P} "
                              f"parameters; got {tangents.shape}.")
@@ -176,9 +180,15 @@ def _tangent(source, j, m: int, like) -> Float[Array, " P"]:
     return source[j]
 
 
-def _sketch_block(f: Callable, m: int, chunk: int, flat_w0, x_b, source
-                  ) -> Float[Array, "b K m"]:
-    """``J(x_i) V^T`` for the batch: the primal once, then one JVP per tangent."""
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def sketch_block(apply_fn: ApplyFn, m: int, chunk: int, params, x_b, source
+                 ) -> Float[Array, "b K m"]:
+    """``J(x_i) V^T`` for one batch: the primal once, then one JVP per tangent.
+
+    ``chunk`` tangents go through the network together (``lax.map`` with a
+    batch size); ``source`` is a PRNG key or explicit tangents (m, P).
+    """
+    flat_w0, f = _flat(apply_fn, params)
     _, jvp_fn = jax.linearize(lambda w: f(w, x_b), flat_w0)
     columns = jax.lax.map(lambda j: jvp_fn(_tangent(source, j, m, flat_w0)),
                           jnp.arange(m), batch_size=chunk)  # (m, b, K)
