@@ -5,6 +5,8 @@ weights and images (``shared/data/torchvision-resnet``), and torchvision's
 published parameter counts for the ImageNet architectures.
 """
 
+import importlib.util
+import sys
 from pathlib import Path
 
 import jax
@@ -68,23 +70,33 @@ def torchvision_state_shapes(block, layers, width_per_group, groups, K=1000,
     return shapes
 
 
-def random_tiny_resnet(seed=0, K=10, layers=(1, 1, 1, 1), base=8):
-    """``resnet_tiny`` with random weights and running statistics, made in numpy.
+def random_state_dict(seed=0, K=10, layers=(1, 1, 1, 1), base=8):
+    """A torchvision-style ``state_dict`` of a small basic-block ResNet, in numpy.
 
-    (Loading a random ``state_dict`` avoids compiling Flax's random initializers,
-    which takes about a minute on a small CPU.)
+    He-scaled convolutions, BN scales and running variances in [0.5, 1.5],
+    small biases and running means: activations stay of order one.
     """
     rng = np.random.default_rng(seed)
     state = {}
     for key, shape in torchvision_state_shapes("basic", layers, 64, 1, K=K,
                                                base=base).items():
-        if len(shape) > 1:  # conv (O, I, H, W) or fc (out, in): He-scaled
+        if len(shape) > 1:  # conv (O, I, H, W) or fc (out, in)
             value = rng.standard_normal(shape) * np.sqrt(2 / np.prod(shape[1:]))
         elif key.endswith(("running_var", "weight")):  # BN scales, variances
             value = rng.uniform(0.5, 1.5, shape)
         else:
             value = 0.1 * rng.standard_normal(shape)
         state[key] = value.astype(np.float32)
+    return state
+
+
+def random_tiny_resnet(seed=0, K=10, layers=(1, 1, 1, 1), base=8):
+    """``(apply_fn, params)`` of :func:`random_state_dict`'s network.
+
+    (Loading random weights avoids compiling Flax's random initializers, which
+    takes about a minute on a small CPU.)
+    """
+    state = random_state_dict(seed, K, layers, base)
     model = infer_resnet(state)
     params, batch_stats = convert_state_dict(state, model)
     return ResNetApply(model, batch_stats), params
@@ -227,12 +239,6 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
     np.savez(tmp_path / "other.npz", **{"encoder.weight": np.zeros((2, 2))})
     with pytest.raises(ValueError, match="not a torchvision ResNet"):
         load_torchvision_resnet(tmp_path / "other.npz")
-    (tmp_path / "weights.pth").write_bytes(b"not read without torch")
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match="np.savez"):
-            load_torchvision_resnet(tmp_path / "weights.pth")
     with pytest.raises(ValueError, match="expected a .msgpack"):
         load_model(tmp_path / "weights.bin")
     (tmp_path / "bad.msgpack").write_bytes(b"\x81\xa1a\x01")
@@ -253,6 +259,27 @@ def test_missing_and_misshapen_weights_are_named(tmp_path):
     broken = dict(state, **{"fc.bias": np.zeros(11, np.float32)})
     with pytest.raises(ValueError, match="shapes do not match"):
         convert_state_dict(broken, model)
+
+
+def test_pth_without_torch_says_how_to_convert(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if not installed
+    path = tmp_path / "weights.pth"
+    path.write_bytes(b"not readable without torch")
+    with pytest.raises(ImportError, match="np.savez"):
+        load_torchvision_resnet(path)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                    reason="torch is not installed (optional)")
+def test_pth_with_torch_equals_npz(tmp_path):
+    import torch
+    state = random_state_dict(0, K=3)
+    wrapped = {f"module.{k}": torch.from_numpy(v) for k, v in state.items()}
+    torch.save({"state_dict": wrapped, "epoch": 3}, tmp_path / "weights.pth")
+    np.savez(tmp_path / "weights.npz", **state)
+    from_pth = load_torchvision_resnet(tmp_path / "weights.pth")[1]
+    from_npz = load_torchvision_resnet(tmp_path / "weights.npz")[1]
+    jax.tree.map(np.testing.assert_array_equal, from_pth, from_npz)
 
 
 def test_data_parallel_prefix_is_stripped(tmp_path):
