@@ -15,5 +15,8 @@ from diva_jax._loo import (
     loo_residuals,
     validation_loss,
 )
+from diva_jax._streaming import (
+    streaming_dataset_derivative, streaming_value_and_dataset_derivative,
+)
 
 __version__ = "0.1.0"
