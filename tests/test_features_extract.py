@@ -112,8 +112,7 @@ def test_bad_arguments_are_named():
 
 SHARDED = textwrap.dedent("""
     import jax, numpy as np
-    import jax
-import jax.numpy as jnp
+    import jax.numpy as jnp
     from jax.sharding import Mesh
     from diva_jax.features import extract_features
     assert jax.device_count() == 2, jax.devices()

@@ -23,7 +23,8 @@ K = 3
 def mlp_params(seed=0, sizes=(4, 6, K)):
     rng = np.random.default_rng(seed)
     return [{"w": rng.standard_normal((a, b)) / np.sqrt(a),
-             "b": 0.1 * rng.standard_normal(b)} for a, b in zip(sizes[:-1], sizes[1:])]
+             "b": 0.1 * rng.standard_normal(b)}
+            for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
 
 
 def mlp(params, x):

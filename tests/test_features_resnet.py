@@ -217,7 +217,7 @@ def test_jit_equals_eager_and_methods_select_outputs(dtype):
     assert logits.dtype == dtype and apply_fn.model.num_features == 64
     jitted = jax.jit(apply_fn)(params, x)
     tol = {np.float32: 1e-5, np.float64: 1e-12}[dtype]
-    for out, ref in zip(jitted, (logits, penultimate)):
+    for out, ref in zip(jitted, (logits, penultimate), strict=True):
         np.testing.assert_allclose(out, ref, rtol=0, atol=tol * np.abs(ref).max())
     np.testing.assert_array_equal(apply_fn.features(params, x), penultimate)
     np.testing.assert_array_equal(apply_fn.logits(params, x), logits)

@@ -138,7 +138,7 @@ def run_features(args: argparse.Namespace) -> int:
         sharding = jax.sharding.Mesh(np.array(jax.devices()), ("batch",))
     start = time.perf_counter()
     Z, labels, ids, codes = [], [], [], []
-    for code, (name, dataset) in enumerate(splits):
+    for code, (_, dataset) in enumerate(splits):
         logger.info("extracting %r", dataset)
         cache = None
         if args.cache_dir:

@@ -22,9 +22,9 @@ from typing import Callable
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from tqdm.auto import tqdm
 
 from diva_jax._io import atomic_savez
+from diva_jax.features._batching import check_batch_size, first_samples, map_batches
 
 logger = logging.getLogger(__name__)
 
@@ -102,11 +102,9 @@ def extract_features(apply_fn: Callable, params, images, *, batch_size: int = 64
         axis): each batch is split over its devices, the weights replicated.
       progress: show a tqdm bar over images.
     """
+    first_samples(images, "images")
+    check_batch_size(batch_size)
     n = len(images)
-    if n == 0:
-        raise ValueError("images is empty; nothing to extract.")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
     batch_sharding, replicated = _batch_sharding(sharding)
     if batch_sharding is not None and batch_size % batch_sharding.mesh.size:
         raise ValueError(f"batch_size ({batch_size}) must be a multiple of the "
@@ -118,34 +116,11 @@ def extract_features(apply_fn: Callable, params, images, *, batch_size: int = 64
 
     if replicated is not None:
         params = jax.device_put(params, replicated)
-    step = functools.partial(_features_step, apply_fn)  # compiled once per model
-    features = _run_batches(step, params, images, batch_size, batch_sharding,
-                            progress)
+    step = functools.partial(_features_step, apply_fn, params)  # once per model
+    features = map_batches(step, images, batch_size, desc="features", unit="img",
+                           progress=progress, sharding=batch_sharding)
+    features = features.astype(np.float32, copy=False)
     if cache is not None:
         atomic_savez(cache, features=features, fingerprint=np.asarray(fingerprint))
         logger.info("wrote %s feature rows to %s", features.shape, cache)
     return features
-
-
-def _run_batches(step, params, images, batch_size, batch_sharding, progress):
-    """Dispatches batch t, then reads batch t+1 while the device computes."""
-    n = len(images)
-    width = batch_size if n >= batch_size or batch_sharding else n
-    rows, pending = [], None
-    with tqdm(total=n, desc="features", unit="img", disable=not progress) as bar:
-        for start in range(0, n, batch_size):
-            batch = np.asarray(images[start:start + batch_size])
-            count = len(batch)
-            if count < width:  # pad, so that every step has one shape
-                pad = np.repeat(batch[-1:], width - count, axis=0)
-                batch = np.concatenate([batch, pad])
-            if batch_sharding is not None:
-                batch = jax.device_put(batch, batch_sharding)
-            result = step(params, batch)
-            if pending is not None:
-                rows.append(np.asarray(pending[0])[: pending[1]])
-                bar.update(pending[1])
-            pending = (result, count)
-        rows.append(np.asarray(pending[0])[: pending[1]])
-        bar.update(pending[1])
-    return np.concatenate(rows).astype(np.float32, copy=False)

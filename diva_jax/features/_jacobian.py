@@ -31,7 +31,10 @@ batch of b samples and c = ``direction_batch_size`` directions in flight: the
 primal's saved activations (~b x 0.1 GB at 224 px in float32), c tangents of
 P floats (c x 87 MB), c x b tangent activations, and the b x K x m block of
 output; nothing grows with n, because sample batches are processed one at a
-time and copied to the host. ``benchmarks/bench_jacobian.py`` measures time
+time and copied to the host. The normal draws are repeated for every batch,
+so their cost is shared by ``batch_size`` samples: on a CPU at small image
+sizes they can cost as much as the JVPs (pass ``tangents=`` to reuse a stored
+V when m x P floats fit). ``benchmarks/bench_jacobian.py`` measures time
 and peak memory per sample. The exact Jacobian of ResNet-34 would be
 K x P = 21.8G floats per sample with K = 1000: only the sketch scales.
 
@@ -50,17 +53,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float
-from tqdm.auto import tqdm
+
+from diva_jax.features._batching import check_batch_size, first_samples, map_batches
 
 ApplyFn = Callable[..., Array]
 
 
 def _check_outputs(apply_fn: ApplyFn, params, x, name: str = "x") -> int:
     """Checks ``apply_fn(params, x) -> (n, K)`` on shapes only; returns K."""
-    if not hasattr(x, "shape") or len(x.shape) < 1 or x.shape[0] == 0:
-        raise ValueError(f"{name} must be an array of at least one sample, "
-                         f"shape (n, ...); got {getattr(x, 'shape', type(x))}.")
-    out = jax.eval_shape(apply_fn, params, x[:1])
+    out = jax.eval_shape(apply_fn, params, first_samples(x, name))
     if isinstance(out, (tuple, list)):
         raise TypeError("apply_fn must return one (n, K) array; it returned a "
                         f"{type(out).__name__}. For a ResNetApply pass "
@@ -76,36 +77,11 @@ def _per_sample(f: Callable) -> Callable:
     return lambda w, x_i: f(w, x_i[None])[0]
 
 
-def _batches(n: int, batch_size: int):
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-    return [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
-
-
-def _pad_batch(x, size: int):
-    """Pads the first axis to ``size`` by repeating the last sample."""
-    missing = size - x.shape[0]
-    if missing == 0:
-        return x
-    return jnp.concatenate([x, jnp.repeat(x[-1:], missing, axis=0)])
-
-
-def _map_batches(step: Callable, x, batch_size: int, progress: bool, desc: str):
-    """Runs jitted ``step(x_batch)`` over fixed-size batches; host concatenation."""
-    n = x.shape[0]
-    blocks = []
-    for start, stop in tqdm(_batches(n, batch_size), desc=desc, disable=not progress,
-                            unit="batch"):
-        x_b = _pad_batch(jnp.asarray(x[start:stop]), min(batch_size, n))
-        blocks.append(np.asarray(step(x_b))[: stop - start])
-    return np.concatenate(blocks)
-
-
 def jacobian_features(apply_fn: ApplyFn, params, x, *,
                       num_directions: int | None = None,
                       key: jax.Array | None = None,
                       tangents: Float[Array, "m P"] | None = None,
-                      batch_size: int = 32, direction_batch_size: int = 16,
+                      batch_size: int = 32, direction_batch_size: int = 8,
                       progress: bool = True) -> np.ndarray:
     """Per-sample Jacobian blocks of ``apply_fn`` in its weights: exact or sketched.
 
@@ -113,7 +89,8 @@ def jacobian_features(apply_fn: ApplyFn, params, x, *,
       apply_fn: ``apply_fn(params, x) -> (n, K)``, e.g. ``ResNetApply.logits``.
       params: the weights ``w0`` (any pytree; flattened with ``ravel_pytree`` in
         leaf order, so P is the total number of parameters).
-      x: inputs (n, ...).
+      x: inputs (n, ...): an array, or a dataset with ``len()`` and slicing
+        (a :class:`diva_jax.data.ImageDataset`).
       num_directions: m; None gives the exact Jacobian (n, K, P).
       key: PRNG key of the random tangents (default ``jax.random.key(0)``).
         Tangent j is drawn from ``fold_in(key, j)``: every sample batch sees
@@ -129,13 +106,20 @@ def jacobian_features(apply_fn: ApplyFn, params, x, *,
       ``Z`` of ``diva_jax.dataset_derivative(Z, Y - f0, lam)``.
     """
     _check_outputs(apply_fn, params, x)
+    check_batch_size(batch_size)
     if num_directions is None and tangents is None:
         step = functools.partial(exact_jacobian_block, apply_fn, params)
-        return _map_batches(step, x, batch_size, progress, "exact Jacobian")
-    source, m = _tangent_source(params, num_directions, key, tangents)
-    chunk = max(1, min(direction_batch_size, m))
-    step = lambda x_b: sketch_block(apply_fn, m, chunk, params, x_b, source)  # noqa
-    return _map_batches(step, x, batch_size, progress, f"Jacobian sketch m={m}")
+        desc = "exact Jacobian"
+    else:
+        source, m = _tangent_source(params, num_directions, key, tangents)
+        chunk = max(1, min(direction_batch_size, m))
+        step = functools.partial(_sketch_step, apply_fn, m, chunk, params, source)
+        desc = f"Jacobian sketch m={m}"
+    return map_batches(step, x, batch_size, desc=desc, progress=progress)
+
+
+def _sketch_step(apply_fn, m, chunk, params, source, x_b):
+    return sketch_block(apply_fn, m, chunk, params, x_b, source)
 
 
 def _flat(apply_fn: ApplyFn, params):
