@@ -45,7 +45,7 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     try:
         return [tuple(int(v) for v in item.split("x")) for item in text.split(",")]
     except ValueError as err:
-        raise SystemExit(f"--sizes must look like 10000x128,50000x512: {err}")
+        raise SystemExit(f"--sizes must look like 10000x128,50000x512: {err}") from err
 
 
 def make_problem(n: int, d: int, seed: int = 0):
@@ -127,7 +127,7 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for d in sorted({r["d"] for r in rows}):
         pts = sorted((r["N"], r["ratio_to_gemm"]) for r in rows if r["d"] == d)
-        ax.plot(*zip(*pts), marker="o", label=f"d = {d}")
+        ax.plot(*zip(*pts, strict=True), marker="o", label=f"d = {d}")
     ax.axhline(4.0, color="gray", ls="--", lw=1, label="4 GEMMs (MATH.md floor)")
     ax.set(xscale="log", xlabel="N samples", ylabel="time / one Z^T Z GEMM",
            title="LOO value + dataset derivative, float32")

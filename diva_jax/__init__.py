@@ -15,6 +15,7 @@ from diva_jax._loo import (
     loo_residuals,
     validation_loss,
 )
+from diva_jax._sharding import sample_mesh, shard_samples
 from diva_jax._streaming import (
     streaming_dataset_derivative, streaming_value_and_dataset_derivative,
 )

@@ -24,8 +24,9 @@ from diva_jax import _checks
 from diva_jax._loo import _loo_loss, _validation_loss, check_validation
 from diva_jax._losses import mean_loss, resolve_loss
 from diva_jax._ridge import (
-    BlockDual, BlockPrimal, Dual, Primal, loo_from_state, predict, solve,
+    BlockDual, BlockPrimal, Dual, Primal, loo_from_state, predict, solve, tdot,
 )
+from diva_jax._sharding import match_sample_sharding
 
 
 def _loo_gradient(state, alpha, e, g):
@@ -33,7 +34,7 @@ def _loo_gradient(state, alpha, e, g):
     if isinstance(state, Primal):
         u = g / state.denom[:, None]
         v = alpha * jnp.sum(g * e, 1) / state.denom
-        term1 = -jnp.sum(state.R * (state.Q @ (state.Q.T @ u)), 1)
+        term1 = -jnp.sum(state.R * (state.Q @ tdot(state.Q, u)), 1)
         term2 = jnp.sum(u * e, 1) * state.s
         P = state.Q.T @ (v[:, None] * state.Q)  # L^{-1} Z^T diag(v) Z L^{-T}
         return term1 + term2 - jnp.sum((state.Q @ P) * state.Q, 1)
@@ -142,10 +143,12 @@ def value_and_dataset_derivative(
             raise TypeError("validation must be a pair (Z_val, Y_val).")
         Z_val, Y_val = check_validation(Z, Y, *validation, num_classes=Y.shape[1])
         fn = _closed_validation if method == "closed" else _autodiff_validation
-        return fn(alpha, Z, Y, lam, Z_val, Y_val, solver=solver, loss=loss)
+        value, grad = fn(alpha, Z, Y, lam, Z_val, Y_val, solver=solver, loss=loss)
+        return value, match_sample_sharding(grad, Z)
     mask = _checks.check_mask(mask, Z.shape[0], Z.dtype)
     fn = _closed_loo if method == "closed" else _autodiff_loo
-    return fn(alpha, Z, Y, lam, mask, solver=solver, loss=loss)
+    value, grad = fn(alpha, Z, Y, lam, mask, solver=solver, loss=loss)
+    return value, match_sample_sharding(grad, Z)
 
 
 def dataset_derivative(

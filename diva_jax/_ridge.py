@@ -95,13 +95,22 @@ def _solve_kernel(K, alpha, lam):
     return X[:, :n], X[:, n:]
 
 
+def tdot(X, V):
+    """``X^T V`` (d, K) for ``X`` (N, d) and a thin ``V`` (N, K), as ``(V^T X)^T``.
+
+    Both contract the sample axis; XLA's CPU backend runs this form several
+    times faster, because it transposes the thin operand rather than ``X``.
+    """
+    return (V.T @ X).T
+
+
 def _primal(alpha, Z, Y, lam) -> Primal:
     d = Z.shape[1]
     A = Z.T @ (alpha[:, None] * Z) + lam * jnp.eye(d, dtype=Z.dtype)
     Linv = _cholesky_inverse_factor(A)
     Q = Z @ Linv.T  # Z L^{-T}: rows q_i with z_i^T C z_j = q_i . q_j
 
-    T = Q.T @ (alpha[:, None] * Y)  # L^{-1} Z^T D Y
+    T = Linv @ tdot(Z, alpha[:, None] * Y)  # L^{-1} Z^T D Y
     s = jnp.sum(Q * Q, axis=1)
     return Primal(Linv.T @ T, Y - Q @ T, Q, Linv, s, 1.0 - alpha * s)
 
