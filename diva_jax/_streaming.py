@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from diva_jax import _checks
 from diva_jax._losses import mean_loss, resolve_loss
-from diva_jax._ridge import tdot
+from diva_jax._ridge import gram, tdot
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def _pad(x: np.ndarray, rows: int) -> np.ndarray:
 def _fit_step(A, B, bad, Zc, Yc, ac):
     """Pass 1: adds ``Z_c^T D_c Z_c`` and ``Z_c^T D_c Y_c``; counts non-finite."""
     bad = bad + jnp.sum(~jnp.isfinite(Zc)) + jnp.sum(~jnp.isfinite(Yc))
-    return A + Zc.T @ (ac[:, None] * Zc), B + tdot(Zc, ac[:, None] * Yc), bad
+    return A + gram(Zc, ac), B + tdot(Zc, ac[:, None] * Yc), bad
 
 
 @jax.jit
@@ -176,7 +176,7 @@ def _loo_step(sums, Zc, Yc, ac, mc, Linv, W, msum, loss):
     v = ac * jnp.sum(g * e, 1) / denom
 
     sums = (value + jnp.sum(mc * per_sample) / msum, QtU + tdot(Q, u),
-            P + Q.T @ (v[:, None] * Q))
+            P + gram(Q, v))
     return sums, jnp.sum(u * e, 1) * s
 
 
