@@ -11,8 +11,10 @@ the architecture of neural-tangents' published ``empirical_ntk_fcn`` notebook
   here, since the Jacobians of both batches take 2 x 16 x 8 x P floats = 15 GB.
 
 Each method compiles first, blocks until ready, is checked against the others,
-and reports the median of ``--repeats`` runs, with XLA's FLOP count and the
-time of a ``W x W`` matrix product measured in the same run as a yardstick.
+and reports the median of ``--repeats`` runs, its FLOPs by the cost model in
+``empirical_ntk``'s docstring (F = one forward pass, from XLA), the achieved
+GFLOP/s, and the time of a ``W x W`` matrix product measured in the same run
+as a yardstick of what the machine delivers.
 Results go to ``benchmarks/results/bench_ntk.json``.
 
 neural-tangents' notebook recorded, on one NVIDIA T4 for the width-2048
@@ -38,6 +40,7 @@ import numpy as np
 
 from diva_jax._io import atomic_write_json
 from diva_jax.features import empirical_ntk, jacobian_features
+from diva_jax.features._jacobian import ntk_method
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NEURAL_TANGENTS_T4_MS = {"jacobian contraction": 243.0, "ntk-vector products": 81.4,
@@ -77,9 +80,8 @@ def timed(fn, repeats: int) -> tuple[np.ndarray, float]:
 
 
 def flops(fn, *args) -> float:
-    analysis = jax.jit(fn).lower(*args).compile().cost_analysis()
-    analysis = analysis[0] if isinstance(analysis, list) else analysis
-    return float(analysis.get("flops", float("nan")))
+    """XLA's FLOP count of ``fn(*args)`` (F, one forward pass, for the models)."""
+    return float(jax.jit(fn).lower(*args).cost_analysis()["flops"])
 
 
 def run_width(width: int, methods: list[str], n: int, repeats: int) -> dict:
@@ -101,11 +103,15 @@ def run_width(width: int, methods: list[str], n: int, repeats: int) -> dict:
         kernels[method], seconds = timed(fn, repeats)
         results[method] = {"ms": 1e3 * seconds}
         print(f"width {width}: {method:9s} {1e3 * seconds:9.1f} ms")
-    for method in ("jacobian", "ntvp"):
-        if method in results:
-            gflop = flops(lambda p, a, b, m=method: empirical_ntk(
-                fcn, p, a, b, method=m, batch_size=2), params, x1, x2) / 1e9
-            results[method]["xla_gflop"] = gflop
+    F, P, K = flops(fcn, params, x1[:1]), sum(p.size for p in jax.tree.leaves(
+        params)), 8
+    model_flops = {"jacobian": 2 * n * K * 3 * F + n * n * K * K * 2 * P,
+                   "ntvp": n * K * 3 * F + n * n * K * 2 * F}
+    for method, result in results.items():
+        if method in model_flops:
+            result["model_gflop"] = model_flops[method] / 1e9
+            result["gflop_per_s"] = model_flops[method] / result["ms"] / 1e6
+    results["auto picks"] = ntk_method(fcn, params, x1)
     reference = kernels[methods[0]]
     scale = np.abs(reference).max()
     errors = {m: float(np.abs(k - reference).max() / scale) for m, k in kernels.items()}

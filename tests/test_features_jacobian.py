@@ -119,7 +119,7 @@ def test_tiny_resnet_sketch_and_ntk_match_its_exact_jacobian():
                                atol=1e-12 * np.abs(expected).max())
 
 
-@pytest.mark.parametrize("method", ["jacobian", "ntvp"])
+@pytest.mark.parametrize("method", ["jacobian", "ntvp", "auto"])
 def test_empirical_ntk_is_J_J_transpose(method):
     params, x1, x2 = mlp_params(), inputs(5), inputs(3, seed=7)
     J1 = forward_mode_jacobian(mlp, params, x1)

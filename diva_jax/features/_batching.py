@@ -27,7 +27,8 @@ def first_samples(data, name: str, count: int = 1) -> np.ndarray:
                         f"slicing; got {type(data).__name__}.")
     if len(data) == 0:
         raise ValueError(f"{name} is empty; it needs at least one sample.")
-    return np.asarray(data[:count])
+    head = data[:count]
+    return head if isinstance(head, jax.Array) else np.asarray(head)
 
 
 def map_batches(step: Callable, data, batch_size: int, *, desc: str,

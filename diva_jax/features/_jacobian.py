@@ -180,18 +180,31 @@ def sketch_block(apply_fn: ApplyFn, m: int, chunk: int, params, x_b, source
 
 
 def empirical_ntk(apply_fn: ApplyFn, params, x1, x2=None, *,
-                  method: str = "jacobian", batch_size: int = 8
+                  method: str = "auto", batch_size: int = 8
                   ) -> Float[Array, "n1 n2 K K"]:
     """The empirical neural tangent kernel ``Theta[i, j] = J(x1_i) J(x2_j)^T``.
+
+    Two algorithms, whose costs for n1 x n2 pairs with F = FLOPs of one
+    forward pass and P parameters are (Novak et al. 2022, "Fast Finite Width
+    Neural Tangent Kernel", sec. 3):
+
+    - ``"jacobian"``: per-sample Jacobians (K reverse passes per sample), then
+      ``sum_leaves J1_leaf J2_leaf^T`` leaf by leaf (no flattened copy):
+      ~(n1 + n2) K 3F + n1 n2 K^2 2P FLOPs, memory (n1 + n2) K P;
+    - ``"ntvp"``: for each ``x2_j`` its K Jacobian rows (reverse passes), each
+      pushed through a JVP on ``x1`` (the primal of ``x1`` linearized once):
+      ~n2 K 3F + n1 n2 K 2F FLOPs, memory ``batch_size`` x K x P.
+
+    ``"auto"`` picks ``"ntvp"`` when ``F < K P`` (wide dense layers, many
+    outputs: a forward pass is cheap next to K copies of the parameters) and
+    ``"jacobian"`` otherwise (convolutions reuse each weight many times, so
+    F >> K P for ResNets with few classes), with F from XLA's cost analysis.
 
     Args:
       apply_fn: ``apply_fn(params, x) -> (n, K)``.
       params: the weights ``w0`` (pytree).
       x1, x2: inputs (n1, ...) and (n2, ...); ``x2=None`` means ``x1``.
-      method: ``"jacobian"`` contracts per-sample Jacobians leaf by leaf
-        (memory (n1 + n2) K P); ``"ntvp"`` pushes the K rows of each
-        ``J(x2_j)`` through ``jax.jvp`` on ``x1`` (memory ``batch_size`` x K x P,
-        for networks whose Jacobians do not fit).
+      method: ``"auto"``, ``"jacobian"`` or ``"ntvp"``.
       batch_size: samples of ``x2`` per vectorized step (``"ntvp"`` only).
 
     Returns:
@@ -202,11 +215,25 @@ def empirical_ntk(apply_fn: ApplyFn, params, x1, x2=None, *,
     x2 = x1 if same else x2
     if _check_outputs(apply_fn, params, x2, "x2") != K:
         raise ValueError("apply_fn gives a different K for x1 and x2.")
+    if method == "auto":
+        method = ntk_method(apply_fn, params, x1)
     if method == "jacobian":
         return _ntk_by_jacobians(apply_fn, params, x1, x2, same)
     if method == "ntvp":
         return _ntk_by_jvp_of_vjp(apply_fn, params, x1, x2, batch_size)
-    raise ValueError(f"method must be 'jacobian' or 'ntvp', got {method!r}.")
+    raise ValueError(f"method must be 'auto', 'jacobian' or 'ntvp', got {method!r}.")
+
+
+def ntk_method(apply_fn: ApplyFn, params, x) -> str:
+    """The cheaper NTK algorithm: ``"ntvp"`` if ``F < K P``, else ``"jacobian"``."""
+    abstract = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype)  # noqa: E731
+    one = jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), x.dtype)
+    lowered = jax.jit(apply_fn).lower(jax.tree.map(abstract, params), one)
+    analysis = lowered.cost_analysis() or {}
+    F = float(analysis.get("flops", 0.0))
+    K = jax.eval_shape(apply_fn, params, one).shape[1]
+    P = sum(leaf.size for leaf in jax.tree.leaves(params))
+    return "ntvp" if 0 < F < K * P else "jacobian"
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4))
