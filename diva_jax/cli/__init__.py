@@ -7,7 +7,7 @@ import importlib
 import logging
 import sys
 
-_COMMAND_MODULES = ("_derivative",)
+_COMMAND_MODULES = ("_derivative", "_curation")
 
 
 def build_parser() -> argparse.ArgumentParser:
