@@ -49,15 +49,16 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 
 
 def make_problem(n: int, d: int, seed: int = 0):
-    """Features (n, d) float32 on the default device, int labels, ``lam``."""
+    """Features (n, d) float32 made on the default device, int labels, ``lam``."""
     import jax
-    import numpy as np
+    import jax.numpy as jnp
 
-    rng = np.random.default_rng(seed)
-    Z = rng.standard_normal((n, d), dtype=np.float32)
-    teacher = rng.standard_normal((d, NUM_CLASSES), dtype=np.float32)
-    y = np.argmax(Z @ teacher + 3 * rng.standard_normal((n, NUM_CLASSES)), 1)
-    return jax.device_put(Z), jax.device_put(y.astype(np.int32)), 1e-2 * n
+    keys = jax.random.split(jax.random.key(seed), 3)
+    Z = jax.random.normal(keys[0], (n, d), jnp.float32)
+    teacher = jax.random.normal(keys[1], (d, NUM_CLASSES), jnp.float32) / d**0.5
+    noise = jax.random.normal(keys[2], (n, NUM_CLASSES), jnp.float32)
+    y = jnp.argmax(Z @ teacher + noise, 1).astype(jnp.int32)
+    return jax.block_until_ready(Z), jax.block_until_ready(y), 1e-2 * n
 
 
 def compiled_facts(Z, y, lam) -> dict:
@@ -172,8 +173,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="two tiny sizes")
     parser.add_argument("--gpu", action="store_true",
                         help="require a GPU and use larger sizes (N up to 1M)")
-    parser.add_argument("--max-gflop", type=float, default=1000.0,
-                        help="skip sizes whose one GEMM exceeds this many GFLOP")
+    parser.add_argument("--max-gflop", type=float, default=None,
+                        help="skip sizes whose one GEMM exceeds this many GFLOP "
+                             "(default 1000 on CPU, 20000 with --gpu)")
     parser.add_argument("--check-gflop", type=float, default=300.0,
                         help="check against jax.grad up to this GEMM size")
     parser.add_argument("--precision", default="highest",
@@ -184,8 +186,10 @@ def main(argv=None) -> int:
     import jax
 
     jax.config.update("jax_default_matmul_precision", args.precision)
-    if args.gpu and jax.default_backend() != "gpu":
+    if args.gpu and not args.quick and jax.default_backend() != "gpu":
         raise SystemExit(f"--gpu needs a GPU; jax's backend is {jax.default_backend()}")
+    if args.max_gflop is None:
+        args.max_gflop = 20000.0 if args.gpu else 1000.0
     sizes = args.sizes or (QUICK if args.quick else GPU if args.gpu else GRID)
     name = "bench_core_quick" if args.quick else "bench_core_gpu" if args.gpu \
         else "bench_core"
