@@ -1,6 +1,13 @@
 """diva-jax: the dataset derivative of a learning task (DIVA, ICLR 2022) in JAX."""
 
 from diva_jax._checks import one_hot
+from diva_jax.curation import (
+    augmentation_probabilities,
+    detect,
+    extend,
+    reweight,
+    uniform_extend,
+)
 from diva_jax._derivative import (
     dataset_derivative,
     model_derivative,

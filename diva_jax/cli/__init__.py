@@ -7,7 +7,7 @@ import importlib
 import logging
 import sys
 
-_COMMAND_MODULES = ("_derivative", "_curation")
+_COMMAND_MODULES = ("_derivative", "_curation", "_features")
 
 
 def build_parser() -> argparse.ArgumentParser:
