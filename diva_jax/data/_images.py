@@ -245,7 +245,7 @@ def load_tfds(name: str, split: str = "train", *, data_dir=None, resize: int = 2
     except tfds.core.registered.DatasetNotFoundError as err:
         raise ValueError(f"{name!r} is not a TFDS dataset name; the paper's are "
                          f"{', '.join(PAPER_TFDS_DATASETS)}.") from err
-    except (NotImplementedError, FileNotFoundError, AssertionError) as err:
+    except (RuntimeError, FileNotFoundError, AssertionError) as err:  # not prepared
         raise FileNotFoundError(_not_prepared_message(name, data_dir)) from err
     features = source.dataset_info.features
     if "image" not in features or "label" not in features:

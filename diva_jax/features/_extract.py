@@ -24,7 +24,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from diva_jax._io import atomic_savez
-from diva_jax.features._batching import check_batch_size, first_samples, map_batches
+from diva_jax.features._batching import check_batch_size, map_batches
 
 logger = logging.getLogger(__name__)
 
@@ -102,9 +102,10 @@ def extract_features(apply_fn: Callable, params, images, *, batch_size: int = 64
         axis): each batch is split over its devices, the weights replicated.
       progress: show a tqdm bar over images.
     """
-    first_samples(images, "images")
-    check_batch_size(batch_size)
     n = len(images)
+    if n == 0:
+        raise ValueError("images is empty; it needs at least one image.")
+    check_batch_size(batch_size)
     batch_sharding, replicated = _batch_sharding(sharding)
     if batch_sharding is not None and batch_size % batch_sharding.mesh.size:
         raise ValueError(f"batch_size ({batch_size}) must be a multiple of the "
