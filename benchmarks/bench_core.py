@@ -129,7 +129,7 @@ def plot(rows: list[dict], path: Path) -> None:
     for d in sorted({r["d"] for r in rows}):
         pts = sorted((r["N"], r["ratio_to_gemm"]) for r in rows if r["d"] == d)
         ax.plot(*zip(*pts, strict=True), marker="o", label=f"d = {d}")
-    ax.axhline(4.0, color="gray", ls="--", lw=1, label="4 GEMMs (MATH.md floor)")
+    ax.axhline(4.0, color="gray", ls="--", lw=1, label="4 full GEMMs (MATH.md count)")
     ax.set(xscale="log", xlabel="N samples", ylabel="time / one Z^T Z GEMM",
            title="LOO value + dataset derivative, float32")
     ax.legend()

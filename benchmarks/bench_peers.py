@@ -3,7 +3,8 @@
 N x d float64 features, K = 10 classes (one-hot targets), ``alpha = 1``:
 
 - ``diva_jax``: ``value_and_dataset_derivative`` (LOO loss and its (N,)
-  derivative) and, with ``validation=``, the validation derivative;
+  derivative), with ``validation=`` the validation derivative, and
+  ``loo_residuals`` (the LOO values alone, what RidgeCV computes);
 - brute-force LOO retraining: one numpy refit per left-out sample gives the LOO
   residuals; the derivative by central differences needs ``2 N`` such LOO
   evaluations. Timed on ``--brute-refits`` refits and extrapolated (per refit
@@ -80,11 +81,13 @@ def bench_ours(Z, Y, Z_val, Y_val, lam, repeats):
         diva_jax.value_and_dataset_derivative(Z, Y, lam))
     val = lambda: jax.block_until_ready(  # noqa: E731
         diva_jax.value_and_dataset_derivative(Z, Y, lam, validation=(Z_val, Y_val)))
+    residuals = lambda: jax.block_until_ready(  # noqa: E731
+        diva_jax.loo_residuals(None, Z, Y, lam))
     t_loo, (value, grad) = median_time(loo, repeats)
     t_val, (_, grad_val) = median_time(val, repeats)
-    e = np.asarray(diva_jax.loo_residuals(None, Z, Y, lam))
-    return {"loo_s": t_loo, "validation_s": t_val}, \
-        (float(value), np.asarray(grad), np.asarray(grad_val), e)
+    t_res, e = median_time(residuals, repeats)
+    return {"loo_s": t_loo, "validation_s": t_val, "loo_values_s": t_res}, \
+        (float(value), np.asarray(grad), np.asarray(grad_val), np.asarray(e))
 
 
 def bench_brute(Z, Y, lam, refits: int, e_ours):
@@ -178,6 +181,7 @@ def plot(result, path):
             "brute force\nLOO values (extrap.)":
                 result["brute_force"]["loo_values_s_extrapolated"],
             "sklearn RidgeCV\nLOO values": result["sklearn_ridgecv"]["loo_values_s"],
+            "diva_jax\nLOO values": result["diva_jax"]["loo_values_s"],
             "diva_jax\nvalidation deriv.": result["diva_jax"]["validation_s"]}
     if "influences_s" in result["pydvl_direct_influence"]:
         bars["pyDVL DirectInfluence\nvalidation"] = \
