@@ -13,12 +13,25 @@ of a single fit. The scores (N,), higher meaning more detrimental:
 * ``"derivative"``: ``dL_LOO/dalpha_i`` (paper section 3.4), with the paper's
   rule: flag when it exceeds ``eps = 0``.
 
-The default flag rule (``"confident"``) keeps the samples whose score is above
-``threshold`` and, within each given class k, only the ``n_k`` highest scores,
-where ``n_k`` estimates how many labels of class k are wrong from the
-confident joint of the LOO predictions (confident learning, Northcutt et al.,
-2021): a sample labelled k counts towards true class j when its LOO output for
-j reaches class j's mean LOO output over the samples labelled j.
+Flag rules, all computed from the same LOO predictions:
+
+* ``"confident"`` (default for the LOO scores): confident learning (Northcutt
+  et al., 2021) on LOO outputs instead of K-fold probabilities. The confident
+  joint ``C[k, j]`` counts samples labelled k whose LOO output for class j
+  reaches ``t_j``, the mean LOO output for j over the samples labelled j; each
+  row is rescaled to the number of samples labelled k and rounded (largest
+  remainders) to integer counts ``n_kj``. In each cell ``(k, j != k)`` the
+  ``n_kj`` samples labelled k with the largest ``f_j - f_k`` are flagged, if
+  their LOO prediction also disagrees with the label.
+* ``"argmax"``: the LOO prediction's argmax differs from the label.
+* ``"threshold"``: ``score > threshold`` (the paper's rule for the derivative,
+  ``eps = 0``).
+
+Measured on digits and on MobileNetV2 features of Caltech-101 and PACS with 20%
+uniform or class-pair label noise (``experiments/detection_vs_cleanlab.py``),
+the margin ranks flipped labels best over the four scores and the confident
+rule gives the best F1 over the three rules; the paper's rule flags many more
+samples than are wrong.
 """
 
 from __future__ import annotations
@@ -94,27 +107,55 @@ def _scores(alpha, Z, Y, lam, method):
     return _closed_loo(alpha, Z, Y, lam, mask, "auto", squared)[1], F
 
 
-def confident_counts(F: ArrayLike, Y: ArrayLike) -> Float[Array, " K"]:
-    """``n_k``: the estimated number of wrong labels among samples labelled k.
+def confident_joint(F: ArrayLike, Y: ArrayLike) -> Float[Array, "K K"]:
+    """The confident joint ``C[k, j]``: samples labelled k, confidently in j.
+
+    Sample i is confidently in class j when ``F_ij >= t_j``, with ``t_j`` the
+    mean of ``F_{., j}`` over the samples labelled j; among several such
+    classes the largest ``F_ij`` wins, and samples with none are not counted.
 
     Args:
       F: (N, K) out-of-sample (here LOO) outputs.
       Y: (N, K) one-hot given labels.
 
     Returns:
-      (K,) the off-diagonal row sums of the confident joint ``C[k, j]``
-      (samples labelled k whose confident class is j), each row rescaled to
-      the number of samples labelled k.
+      (K, K) counts; ``cleanlab.count.compute_confident_joint(labels, F,
+      calibrate=False)`` off the diagonal.
     """
     counts = jnp.sum(Y, 0)
-    t = jnp.sum(F * Y, 0) / jnp.maximum(counts, 1)  # per-class thresholds t_j
-    above = F >= t
+    t = jnp.where(counts > 0, jnp.sum(F * Y, 0) / jnp.maximum(counts, 1), jnp.inf)
+    above = F >= t[None, :]
     confident = jnp.argmax(jnp.where(above, F, -jnp.inf), 1)
     has = jnp.any(above, 1)
+    return (Y * has[:, None]).T @ jax.nn.one_hot(confident, Y.shape[1], dtype=F.dtype)
 
-    C = (Y * has[:, None]).T @ jax.nn.one_hot(confident, Y.shape[1], dtype=F.dtype)
+
+def largest_remainder(C: ArrayLike) -> Float[Array, "K K"]:
+    """Rounds each row's off-diagonal entries to integers that keep its sum.
+
+    The row total ``round(sum_{j != k} C[k, j])`` is shared out by flooring
+    every entry and giving one more to the largest remainders, so that many
+    small cells (many classes) do not all round down to zero.
+    """
+    diagonal = jnp.eye(C.shape[0], dtype=bool)
+    off = jnp.where(diagonal, 0.0, C)
+    base = jnp.floor(off)
+    extra = jnp.round(jnp.sum(off, 1)) - jnp.sum(base, 1)
+    order = jnp.argsort(jnp.argsort(-(off - base), axis=1), axis=1)
+    return jnp.where(diagonal, 0.0, base + (order < extra[:, None]))
+
+
+def calibrated_counts(F: ArrayLike, Y: ArrayLike) -> Float[Array, "K K"]:
+    """``n_kj``: the estimated number of samples labelled k whose class is j.
+
+    :func:`confident_joint` with each row rescaled to the number of samples
+    labelled k, off the diagonal rounded by :func:`largest_remainder`; the
+    diagonal is zero.
+    """
+    counts = jnp.sum(Y, 0)
+    C = confident_joint(F, Y)
     C = C / jnp.maximum(jnp.sum(C, 1, keepdims=True), 1) * counts[:, None]
-    return jnp.round(jnp.sum(C, 1) - jnp.diagonal(C))
+    return largest_remainder(C)
 
 
 def rank_within_class(scores: ArrayLike, labels: ArrayLike, K: int) -> Array:
@@ -127,16 +168,25 @@ def rank_within_class(scores: ArrayLike, labels: ArrayLike, K: int) -> Array:
     return jnp.zeros(n, jnp.int32).at[order].set(rank_sorted.astype(jnp.int32))
 
 
+def confident_flags(F: ArrayLike, Y: ArrayLike, labels: ArrayLike) -> Array:
+    """The ``"confident"`` rule: per cell ``(k, j)``, the ``n_kj`` largest
+    ``f_j - f_k`` among samples labelled k, where the LOO argmax is not k."""
+    n_kj = calibrated_counts(F, Y)[labels]  # (N, K): the counts of i's row
+    cell_margin = F - jnp.sum(F * Y, 1, keepdims=True)
+    ranks = jax.vmap(rank_within_class, (1, None, None), 1)(
+        cell_margin, labels, Y.shape[1])
+    chosen = jnp.any(ranks < n_kj, 1)
+    return chosen & (_margin(F, Y) > 0)
+
+
 @partial(jax.jit, static_argnames="rule")
 def _flags(scores, F, Y, labels, threshold, rule):
-    """Flags (N,): ``score > threshold``, or the LOO-disagreement rules."""
+    """Flags (N,) by ``rule``: "threshold", "argmax" or "confident"."""
     if rule == "threshold":
         return scores > threshold
-    disagree = _margin(F, Y) > 0  # the LOO argmax is not the given label
     if rule == "argmax":
-        return disagree
-    n_k = confident_counts(F, Y)
-    return disagree & (rank_within_class(scores, labels, Y.shape[1]) < n_k[labels])
+        return _margin(F, Y) > 0
+    return confident_flags(F, Y, labels)
 
 
 def _check_options(method, flag_rule, standardize, iterations):
@@ -180,12 +230,12 @@ def detect(
         given labels (:func:`diva_jax.select_lambda`).
       method: the score, one of ``"margin"``, ``"self_confidence"``,
         ``"residual"``, ``"derivative"`` (see the module docstring).
-      flag_rule: ``"threshold"`` flags ``score > threshold``; ``"confident"``
-        also caps each class at its confident-joint estimate ``n_k``;
-        ``"auto"`` is ``"threshold"`` for ``"derivative"`` (the paper's rule)
-        and ``"confident"`` otherwise.
-      threshold: ``eps``; 0 is the paper's rule for the derivative and the
-        "LOO prediction disagrees with the label" rule for the margin.
+      flag_rule: ``"confident"``, ``"argmax"`` or ``"threshold"`` (see the
+        module docstring); ``"auto"`` is ``"threshold"`` for ``"derivative"``
+        (the paper's rule) and ``"confident"`` otherwise. The confident and
+        argmax rules do not depend on ``method``: flagged samples need not be
+        the top of ``ranking``.
+      threshold: ``eps`` of the ``"threshold"`` rule; 0 is the paper's.
       standardize: ``"l2"`` (each row scaled to unit norm, the default) or
         ``"none"``.
       iterations: rounds of "drop the flagged (``alpha_i = 0``), refit,
