@@ -145,11 +145,22 @@ def value_and_dataset_derivative(
         Z_val, Y_val = check_validation(Z, Y, *validation, num_classes=Y.shape[1])
         fn = _closed_validation if method == "closed" else _autodiff_validation
         value, grad = fn(alpha, Z, Y, lam, Z_val, Y_val, solver=solver, loss=loss)
-        return value, match_sample_sharding(grad, Z)
+        return _require_finite(value, match_sample_sharding(grad, Z), Z, lam)
     mask = _checks.check_mask(mask, Z.shape[0], Z.dtype)
     fn = _closed_loo if method == "closed" else _autodiff_loo
     value, grad = fn(alpha, Z, Y, lam, mask, solver=solver, loss=loss)
-    return value, match_sample_sharding(grad, Z)
+    return _require_finite(value, match_sample_sharding(grad, Z), Z, lam)
+
+
+def _require_finite(value, grad, Z, lam):
+    """Raises when the ridge system was too ill-conditioned for ``Z``'s dtype."""
+    if _checks.is_concrete(grad) and not bool(jnp.all(jnp.isfinite(grad))):
+        raise ValueError(
+            f"the dataset derivative is not finite: lam={float(lam):.3g} is too small "
+            f"for features with sum of squares {float(jnp.sum(Z * Z)):.3g} in "
+            f"{Z.dtype}; raise lam (diva_jax.select_lambda picks one), rescale the "
+            f"features, or enable float64 (jax_enable_x64).")
+    return value, grad
 
 
 def dataset_derivative(

@@ -79,3 +79,9 @@ def test_int_labels_inside_jit_need_num_classes():
         jax.jit(lambda y: diva_jax.loo_loss(None, Z, y, 1.0))(Y)
     value = jax.jit(lambda y: diva_jax.loo_loss(None, Z, y, 1.0, num_classes=3))(Y)
     assert np.isfinite(value)
+
+
+def test_non_finite_result_says_how_to_fix_it():
+    huge = (np.random.default_rng(1).standard_normal((8, 64)) * 1e6).astype(np.float32)
+    with pytest.raises(ValueError, match="raise lam"):
+        diva_jax.dataset_derivative(huge, np.arange(8) % 2, 1e-30)
