@@ -255,7 +255,7 @@ def _fit(run: _Pass, K: int, lam):
 
 
 def _per_sample_pass(run: _Pass, name: str, fn) -> np.ndarray:
-    """A pass whose ``fn(index, start, stop, Zc, Yc, ac, mc)`` gives (rows,) values."""
+    """A pass whose ``fn(index, Zc, Yc, ac, mc)`` gives per-sample values of a chunk."""
     outputs = []
 
     def step(start, stop, *arrays):
