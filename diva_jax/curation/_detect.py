@@ -5,10 +5,15 @@ Prop. 3: ``f_{-i}(z_i) = y_i - e_i`` is an exact out-of-sample prediction for
 each sample, as a K-fold cross-validated one would be with K = N, at the cost
 of a single fit. The scores (N,), higher meaning more detrimental:
 
-* ``"margin"`` (default): ``max_{k != y_i} f_{-i}(z_i)_k - f_{-i}(z_i)_{y_i}``,
-  how far the best other class beats the given one out of sample; positive
-  exactly when the LOO prediction disagrees with the label.
-* ``"self_confidence"``: ``-f_{-i}(z_i)_{y_i}``.
+* ``"self_confidence"`` (default): ``-log p_i(y_i)`` with
+  ``p_i = softmax(beta f_{-i}(z_i))`` calibrated LOO probabilities; the
+  inverse temperature ``beta`` minimises the mean of this same loss over all
+  samples (a one-dimensional convex fit, by golden-section search). It is
+  cleanlab's default (self-confidence) score, on LOO instead of K-fold
+  probabilities.
+* ``"margin"``: ``max_{k != y_i} f_{-i}(z_i)_k - f_{-i}(z_i)_{y_i}``, how far
+  the best other class beats the given one out of sample; positive exactly
+  when the LOO prediction disagrees with the label.
 * ``"residual"``: ``||e_i||^2``, the sample's own LOO loss.
 * ``"derivative"``: ``dL_LOO/dalpha_i`` (paper section 3.4), with the paper's
   rule: flag when it exceeds ``eps = 0``.
@@ -27,11 +32,14 @@ Flag rules, all computed from the same LOO predictions:
 * ``"threshold"``: ``score > threshold`` (the paper's rule for the derivative,
   ``eps = 0``).
 
-Measured on digits and on MobileNetV2 features of Caltech-101 and PACS with 20%
-uniform or class-pair label noise (``experiments/detection_vs_cleanlab.py``),
-the margin ranks flipped labels best over the four scores and the confident
-rule gives the best F1 over the three rules; the paper's rule flags many more
-samples than are wrong.
+The defaults were chosen on aggregate measurements over digits and the
+MobileNetV2 features of Caltech-101 and PACS, each with 20% uniform and 20%
+class-pair label noise, three seeds (``experiments/detection_vs_cleanlab.py``;
+one rule for all sets, never tuned per set): the calibrated self-confidence
+was the only score above cleanlab's ROC-AUC on all six (the margin was
+higher on pair noise but below cleanlab on Caltech-101 with uniform noise),
+and the confident rule had the best mean F1 of the three rules. The paper's
+rule flags many more samples than are wrong (F1 0.84 on digits against 0.96).
 """
 
 from __future__ import annotations
@@ -50,7 +58,7 @@ from diva_jax._lambda import select_lambda
 from diva_jax._losses import squared
 from diva_jax._ridge import loo_from_state, solve
 
-METHODS = ("margin", "self_confidence", "residual", "derivative")
+METHODS = ("self_confidence", "margin", "residual", "derivative")
 FLAG_RULES = ("confident", "argmax", "threshold")
 STANDARDIZE = ("l2", "none")
 
@@ -100,11 +108,46 @@ def _scores(alpha, Z, Y, lam, method):
     if method == "margin":
         return _margin(F, Y), F
     if method == "self_confidence":
-        return -jnp.sum(F * Y, 1), F
+        return calibrated_self_confidence(F, Y), F
     if method == "residual":
         return jnp.sum(e * e, 1), F
     mask = jnp.ones(Z.shape[0], Z.dtype)
     return _closed_loo(alpha, Z, Y, lam, mask, "auto", squared)[1], F
+
+
+def _mean_cross_entropy(log_beta, F, Y):
+    return -jnp.mean(jnp.sum(Y * jax.nn.log_softmax(jnp.exp(log_beta) * F, 1), 1))
+
+
+def fit_inverse_temperature(
+    F: ArrayLike, Y: ArrayLike, *, bounds=(-4.0, 9.0), iterations: int = 48,
+) -> Float[Array, ""]:
+    """``beta`` minimising ``mean_i -log softmax(beta F_i) . Y_i``.
+
+    The loss is convex in ``beta``, hence unimodal in ``log beta``; a
+    golden-section search over ``log beta`` in ``bounds`` narrows the bracket
+    by ``0.618^iterations``.
+    """
+    ratio = (5.0**0.5 - 1.0) / 2.0
+    loss = partial(_mean_cross_entropy, F=F, Y=Y)
+
+    def step(_, bracket):
+        lo, hi = bracket
+        a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+        keep_left = loss(a) < loss(b)
+        return jnp.where(keep_left, lo, a), jnp.where(keep_left, b, hi)
+
+    lo, hi = jax.lax.fori_loop(0, iterations, step,
+                               (jnp.asarray(bounds[0], F.dtype),
+                                jnp.asarray(bounds[1], F.dtype)))
+    return jnp.exp((lo + hi) / 2)
+
+
+def calibrated_self_confidence(F: ArrayLike, Y: ArrayLike) -> Float[Array, " N"]:
+    """``-log softmax(beta F_i) . Y_i`` with ``beta`` from
+    :func:`fit_inverse_temperature`: higher means a less likely given label."""
+    beta = fit_inverse_temperature(F, Y)
+    return -jnp.sum(Y * jax.nn.log_softmax(beta * F, 1), 1)
 
 
 def confident_joint(F: ArrayLike, Y: ArrayLike) -> Float[Array, "K K"]:
@@ -218,7 +261,8 @@ def _check_labels(labels, n, num_classes):
 
 def detect(
     features: ArrayLike, labels: ArrayLike, *, lam: float | None = None,
-    method: str = "margin", flag_rule: str = "auto", threshold: float = 0.0,
+    method: str = "self_confidence", flag_rule: str = "auto",
+    threshold: float = 0.0,
     standardize: str = "l2", iterations: int = 0, num_classes: int | None = None,
 ) -> Detection:
     """Scores, flags and ranks training samples by how detrimental they are.
@@ -228,7 +272,7 @@ def detect(
       labels: (N,) int labels, possibly wrong, in ``[0, K)``.
       lam: ridge strength ``> 0``; None picks it by the squared LOO loss of the
         given labels (:func:`diva_jax.select_lambda`).
-      method: the score, one of ``"margin"``, ``"self_confidence"``,
+      method: the score, one of ``"self_confidence"``, ``"margin"``,
         ``"residual"``, ``"derivative"`` (see the module docstring).
       flag_rule: ``"confident"``, ``"argmax"`` or ``"threshold"`` (see the
         module docstring); ``"auto"`` is ``"threshold"`` for ``"derivative"``
