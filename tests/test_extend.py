@@ -83,7 +83,8 @@ def test_rounds_add_k_samples_and_the_objective_matches_refits():
     assert np.all(np.diff(result.num_added) <= k)
     assert len(set(result.order.tolist())) == len(result.order)
     for r, m in enumerate(result.num_added):
-        expected = _loss_with(Z, Y, lam, n, result.order[:m], [])
+        added = result.order[:m]
+        expected = _loss_with(Z, Y, lam, n, added, added)
         np.testing.assert_allclose(result.objective[r], expected, rtol=1e-10)
     np.testing.assert_array_equal(result.rounds, np.repeat(np.arange(1, 5), k))
     np.testing.assert_array_equal(result.alpha[n:], result.pool_weights())
@@ -97,26 +98,26 @@ def test_stops_when_no_pool_derivative_is_negative():
     assert result.stop_reason == "no_negative_derivative"
     assert 0 < len(result.order) < len(yp)
 
-    mask = np.r_[np.ones(n), np.zeros(len(yp))]
+    mask = result.alpha.copy()
     g = np.asarray(diva_jax.dataset_derivative(Z, Y, lam, result.alpha, mask))
     remaining = np.setdiff1d(np.arange(len(yp)), result.order)
     assert np.all(g[n + remaining] >= 0)
 
 
-def test_scoring_the_added_samples_too():
+def test_scoring_the_core_alone():
     Zc, yc, Zp, yp, _ = _core_and_pool(seed=4)
     Z, Y, n = _merged(Zc, yc, Zp, yp)
     lam = 0.5
-    result = extend(Zc, yc, Zp, yp, k=2, lam=lam, max_rounds=3, score_added=True)
+    result = extend(Zc, yc, Zp, yp, k=2, lam=lam, max_rounds=3, score_added=False)
     for r, m in enumerate(result.num_added):
-        added = result.order[:m]
-        expected = _loss_with(Z, Y, lam, n, added, added)
+        expected = _loss_with(Z, Y, lam, n, result.order[:m], [])
         np.testing.assert_allclose(result.objective[r], expected, rtol=1e-10)
 
-    # Each pick is the most negative derivative with core and added scored.
+    # Round 2 picks the most negative derivatives with the core alone scored.
     alpha = np.r_[np.ones(n), np.zeros(len(yp))]
+    core = alpha.copy()
     alpha[n + result.order[:2]] = 1
-    g = np.array(diva_jax.dataset_derivative(Z, Y, lam, alpha, alpha))[n:]
+    g = np.array(diva_jax.dataset_derivative(Z, Y, lam, alpha, core))[n:]
     g[result.order[:2]] = np.inf
     np.testing.assert_array_equal(np.sort(result.order[2:4]),
                                   np.sort(np.argsort(g)[:2]))
@@ -147,17 +148,17 @@ def test_uniform_extend_follows_a_seeded_permutation():
     expected = np.random.default_rng(11).permutation(len(yp))[:15]
     np.testing.assert_array_equal(result.order, expected)
     for r, m in enumerate(result.num_added):
+        added = result.order[:m]
         np.testing.assert_allclose(
-            result.objective[r], _loss_with(Z, Y, 0.5, n, result.order[:m], []),
-            rtol=1e-10)
+            result.objective[r], _loss_with(Z, Y, 0.5, n, added, added), rtol=1e-10)
     whole = uniform_extend(Zc, yc, Zp, yp, k=15, lam=0.5)
     assert whole.stop_reason == "pool_exhausted"
     assert sorted(whole.order.tolist()) == list(range(len(yp)))
 
 
-def test_extend_skips_wrong_labels_more_than_uniform():
+def test_clean_core_skips_wrong_labels_in_the_pool():
     Zc, yc, Zp, yp, wrong = _core_and_pool(seed=8, n_pool=80, pool_flip=0.3)
-    result = extend(Zc, yc, Zp, yp, k=2)
+    result = extend(Zc, yc, Zp, yp, k=2, score_added=False)
     assert 0 < len(result.order) < len(yp)
     assert wrong[result.order].mean() < 0.5 * wrong.mean()
 
