@@ -8,6 +8,7 @@ headline numbers and, with ``--out DIR``, writes ``<command>.npz``,
 from __future__ import annotations
 
 import argparse
+import inspect
 import io
 import logging
 import time
@@ -55,21 +56,27 @@ def _parser(subparsers, name, help_, description):
     return parser
 
 
+def _detect_default(name):
+    return inspect.signature(_detect.detect).parameters[name].default
+
+
 def _add_detect_options(parser):
     group = parser.add_argument_group("detection")
-    group.add_argument("--method", choices=_detect.METHODS, default="margin",
-                       help="score: LOO margin (default), self-confidence, LOO "
-                       "residual, or the paper's LOO derivative")
+    group.add_argument("--method", choices=_detect.METHODS, default=None,
+                       help="score (default: %s; 'derivative' is the paper's LOO "
+                       "derivative)" % _detect_default("method"))
     group.add_argument("--flag-rule", choices=("auto",) + _detect.FLAG_RULES,
-                       default="auto", help="how scores become flags (default: auto, "
-                       "the paper's eps rule for the derivative, else confident)")
-    group.add_argument("--threshold", type=float, default=0.0,
-                       help="eps: flag when score > eps (default: 0, the paper's)")
-    group.add_argument("--iterations", type=int, default=0,
-                       help="rounds of drop the flagged, refit, rescore (default: 0)")
-    group.add_argument("--standardize", choices=_detect.STANDARDIZE, default="l2",
-                       help="feature scaling before detection (default: l2, rows "
-                       "scaled to unit norm)")
+                       default=None, help="how scores become flags (default: %s)"
+                       % _detect_default("flag_rule"))
+    group.add_argument("--threshold", type=float, default=None,
+                       help="eps: flag when score > eps (default: %s, the "
+                       "paper's)" % _detect_default("threshold"))
+    group.add_argument("--iterations", type=int, default=None,
+                       help="rounds of drop the flagged, refit, rescore (default: "
+                       "%s)" % _detect_default("iterations"))
+    group.add_argument("--standardize", choices=_detect.STANDARDIZE, default=None,
+                       help="feature scaling before detection (default: %s)"
+                       % _detect_default("standardize"))
 
 
 def _add_reweight_options(parser):
@@ -155,7 +162,9 @@ def _add_curate(subparsers, name):
     parser = _parser(subparsers, name, "detect + reweight + report, in one run",
                      "Flags likely mislabeled samples, reweights the training set "
                      "with DIVA Reweight, and reports detection quality (with "
-                     "--noise) and test error before and after. CSV columns: id, "
+                     "--noise) and test error before and after. --lam sets the "
+                     "ridge head of the reweighting and the test error; detection "
+                     "chooses its own on its scaled features. CSV columns: id, "
                      "label, score and flag (detection), weight (reweighting).")
     _add_detect_options(parser)
     _add_reweight_options(parser)
@@ -264,10 +273,12 @@ def _test_error(data, weights, lam):
                                      data.y_test, lam=lam)
 
 
-def _detection(args, data):
-    return curation.detect(data.Z, data.y, lam=args.lam, method=args.method,
-                           flag_rule=args.flag_rule, threshold=args.threshold,
-                           standardize=args.standardize, iterations=args.iterations)
+def _detection(args, data, lam=None):
+    """``detect`` with the options given on the command line, library defaults
+    for the rest."""
+    names = ("method", "flag_rule", "threshold", "standardize", "iterations")
+    options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    return curation.detect(data.Z, data.y, lam=lam, **options)
 
 
 def _print_detection(result, data, seconds, top):
@@ -290,7 +301,7 @@ def _print_detection(result, data, seconds, top):
 def run_detect(args: argparse.Namespace) -> int:
     data = load_input(args)
     start = time.perf_counter()
-    result = _detection(args, data)
+    result = _detection(args, data, args.lam)
     jax.block_until_ready(result.scores)
     seconds = time.perf_counter() - start
     metrics = _print_detection(result, data, seconds, args.top)
