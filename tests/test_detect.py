@@ -209,6 +209,12 @@ def test_iterations_drop_flagged_and_rescore():
     F = diva_jax.loo_predictions(alpha, Zs, y, 1.0, num_classes=4)
     np.testing.assert_allclose(twice.predictions, F, rtol=1e-9, atol=1e-12)
 
+    paper = detect(Z, y, lam=1.0, method="derivative")
+    paper2 = detect(Z, y, lam=1.0, method="derivative", iterations=1)
+    alpha = jnp.where(paper.flags, 0.0, 1.0)
+    grad = diva_jax.dataset_derivative(Zs, y, 1.0, alpha, mask=alpha)
+    np.testing.assert_allclose(paper2.scores, grad, rtol=1e-10, atol=1e-15)
+
 
 @pytest.mark.parametrize("method", ["self_confidence", "derivative"])
 def test_jit_matches_eager(method):

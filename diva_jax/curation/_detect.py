@@ -111,7 +111,7 @@ def _scores(alpha, Z, Y, lam, method):
         return calibrated_self_confidence(F, Y), F
     if method == "residual":
         return jnp.sum(e * e, 1), F
-    mask = jnp.ones(Z.shape[0], Z.dtype)
+    mask = (alpha > 0).astype(Z.dtype)  # dropped samples are not scored
     return _closed_loo(alpha, Z, Y, lam, mask, "auto", squared)[1], F
 
 
@@ -283,7 +283,10 @@ def detect(
       standardize: ``"l2"`` (each row scaled to unit norm, the default) or
         ``"none"``.
       iterations: rounds of "drop the flagged (``alpha_i = 0``), refit,
-        rescore"; 0 scores once at ``alpha = 1``.
+        rescore"; 0 scores once at ``alpha = 1``. Dropped samples still get
+        LOO scores (predictions of the fit without them); the derivative's
+        LOO loss then scores only the kept samples, so that it says whether
+        adding a dropped sample back would help them.
       num_classes: K; ``max(labels) + 1`` when None.
 
     Returns:
