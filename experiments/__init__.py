@@ -1,0 +1,1 @@
+"""Experiments: one script per result of the DIVA paper (run with python -m)."""
