@@ -6,6 +6,7 @@ import pytest
 from diva_jax.curation import (
     augmentation_probabilities, flip_images, flipped_features, reweight,
 )
+from diva_jax.curation._augment import LEARNING_RATE
 from diva_jax.data import random_fourier_features
 
 K = 4
@@ -35,7 +36,8 @@ def test_probabilities_are_weight_shares_and_sum_to_one():
     count, n, d = copies.shape
     mask = np.r_[np.ones(n), np.zeros((count - 1) * n)]
     alpha = np.asarray(reweight(copies.reshape(-1, d), np.tile(labels, count),
-                                lam=1.0, steps=2, mask=mask)).reshape(count, n)
+                                lam=1.0, steps=2, mask=mask,
+                                learning_rate=LEARNING_RATE)).reshape(count, n)
     np.testing.assert_allclose(weights, alpha, rtol=1e-12)
     np.testing.assert_allclose(list(probabilities.values()),
                                alpha.sum(1) / alpha.sum(), rtol=1e-12)

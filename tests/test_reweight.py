@@ -8,7 +8,7 @@ import pytest
 
 import diva_jax
 from diva_jax.curation import reweight
-from diva_jax.curation._reweight import gradient_scale
+from diva_jax.curation._reweight import gradient_scale, select_learning_rate
 
 RTOL = {jnp.float64: 1e-9, jnp.float32: 1e-4}
 
@@ -123,8 +123,8 @@ def test_custom_optax_optimizer_and_projection():
 def test_feature_scale_does_not_change_the_weights():
     """With ``lam`` scaled like ``Z^T Z`` the fit and the normalised step agree."""
     Z, y, _ = _problem(seed=8)
-    a = reweight(Z, y, lam=0.5, steps=2)
-    b = reweight(10.0 * Z, y, lam=50.0, steps=2)
+    a = reweight(Z, y, lam=0.5, steps=2, learning_rate=0.3)
+    b = reweight(10.0 * Z, y, lam=50.0, steps=2, learning_rate=0.3)
     np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
 
 
@@ -137,8 +137,8 @@ def test_default_lambda_is_chosen_by_loo():
 
 def test_float32_matches_float64():
     Z, y, _ = _problem(seed=10)
-    a64 = reweight(Z, y, lam=0.5, steps=2)
-    a32 = reweight(Z.astype(np.float32), y, lam=0.5, steps=2)
+    a64 = reweight(Z, y, lam=0.5, steps=2, learning_rate=0.3)
+    a32 = reweight(Z.astype(np.float32), y, lam=0.5, steps=2, learning_rate=0.3)
     assert a32.dtype == jnp.float32
     np.testing.assert_allclose(a32, a64, rtol=RTOL[jnp.float32], atol=1e-4)
 
@@ -154,7 +154,10 @@ def test_rms_scale_gives_a_unit_rms_direction():
     ({"normalize": "l1"}, ValueError, "normalize"),
     ({"optimizer": "sgd"}, TypeError, "optimizer"),
     ({"lam": -1.0}, ValueError, "lam"),
-    ({"mask": np.ones(3)}, ValueError, "mask"),
+    ({"mask": np.ones(3), "learning_rate": 0.1}, ValueError, "mask"),
+    ({"mask": np.ones(60)}, ValueError, "auto"),
+    ({"learning_rate": -0.1}, ValueError, "learning_rate"),
+    ({"learning_rate": "fast"}, ValueError, "learning_rate"),
 ])
 def test_bad_options_raise_clear_errors(kwargs, error, match):
     Z, y, _ = _problem()
@@ -166,3 +169,56 @@ def test_bad_labels_raise_before_any_computation():
     Z, y, _ = _problem()
     with pytest.raises(ValueError, match="Y"):
         reweight(Z, y[:-1])
+
+
+def _split_oracle(Z, y, lam, train, val, eta):
+    """Oracle: one step by hand on ``train``, then the error on ``val``."""
+    Y = np.eye(3)[y]
+    g = _autodiff_gradient(jnp.ones(len(train)), Z[train], y[train], lam)
+    alpha = jnp.maximum(0.0, 1.0 - eta * g / jnp.sqrt(jnp.mean(g * g)))
+    W = diva_jax.fit_ridge(Z[train], Y[train], alpha, lam)
+    return np.mean(np.argmax(Z[val] @ np.asarray(W), 1) != y[val])
+
+
+def test_select_learning_rate_scores_held_out_parts():
+    Z, y, _ = _problem(seed=11, n=80, flip=0.3)
+    lam, grid = 0.5, (0.0, 0.2, 1.0)
+    eta, errors = select_learning_rate(Z, y, lam=lam, grid=grid, splits=2, seed=3,
+                                       return_errors=True)
+    rng = np.random.default_rng(3)
+    for s in range(2):
+        order = rng.permutation(80)
+        val, train = order[:16], order[16:]
+        expected = [_split_oracle(Z, y, lam, train, val, e) for e in grid]
+        np.testing.assert_allclose(errors[s], expected, atol=1e-12)
+    assert eta == grid[int(np.argmin(errors.mean(0)))]
+
+
+def test_select_learning_rate_prefers_no_change_on_ties_and_uses_validation():
+    Z, y, _ = _problem(seed=12, flip=0.0)
+    Zv, yv, _ = _problem(seed=13, flip=0.0)
+    far = np.eye(3)[y] @ (50.0 * np.eye(3, 6))  # classes far apart: no errors
+    eta, errors = select_learning_rate(Z + far, y, lam=0.5, return_errors=True)
+    np.testing.assert_array_equal(errors, 0.0)
+    assert eta == 0.0
+
+    eta, errors = select_learning_rate(Z, y, lam=0.5, validation=(Zv, yv),
+                                       return_errors=True)
+    assert errors.shape == (1, 4)
+    auto = reweight(Z, y, lam=0.5, validation=(Zv, yv), return_result=True)
+    assert auto.learning_rate == eta
+    np.testing.assert_allclose(
+        auto.weights, reweight(Z, y, lam=0.5, validation=(Zv, yv),
+                               learning_rate=eta), rtol=1e-12)
+
+
+def test_auto_learning_rate_is_the_selected_one():
+    Z, y, _ = _problem(seed=14, n=100, flip=0.3)
+    eta = select_learning_rate(Z, y, lam=0.7, seed=5)
+    result = reweight(Z, y, lam=0.7, seed=5, return_result=True)
+    assert result.learning_rate == eta
+    np.testing.assert_allclose(result.weights,
+                               reweight(Z, y, lam=0.7, learning_rate=eta),
+                               rtol=1e-12)
+    with pytest.raises(ValueError, match="grid"):
+        select_learning_rate(Z, y, grid=(0.3, 0.1))

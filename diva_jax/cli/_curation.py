@@ -79,16 +79,30 @@ def _add_detect_options(parser):
                        % _detect_default("standardize"))
 
 
-def _add_reweight_options(parser):
+def _learning_rate(text: str):
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number >= 0, got "
+                                         f"{text!r}")
+    return value
+
+
+def _add_reweight_options(parser, learning_rate=None):
     group = parser.add_argument_group("reweighting")
     group.add_argument("--steps", type=int,
                        default=curation._reweight.DEFAULT_STEPS,
                        help="projected gradient steps from alpha = 1 (default: "
                        "%(default)s; the paper uses 1-3)")
-    group.add_argument("--learning-rate", type=float,
-                       default=curation._reweight.DEFAULT_LEARNING_RATE,
-                       help="eta: typical change of one weight per step (default: "
-                       "%(default)s)")
+    group.add_argument("--learning-rate", type=_learning_rate,
+                       default=learning_rate or "auto",
+                       help="eta: typical change of one weight in the first step, "
+                       "or 'auto': chosen on held-out parts of the training set "
+                       "(default: %(default)s)")
     group.add_argument("--baselines", action="store_true",
                        help="also run Ren et al. 2018 and Chang et al. 2017 and "
                        "report their test error")
@@ -154,7 +168,7 @@ def _add_augment(subparsers, name):
                      "d), identity first, 'labels' (n,) and optional 'names'.")
     parser.add_argument("--copies", metavar="FILE",
                         help="features of transformed copies (see above)")
-    _add_reweight_options(parser)
+    _add_reweight_options(parser, curation._augment.LEARNING_RATE)
     parser.set_defaults(func=run_augment)
 
 
@@ -326,7 +340,7 @@ def _reweighting(args, data, lam):
     errors and the seconds DIVA Reweight took."""
     start = time.perf_counter()
     result = curation.reweight(data.Z, data.y, lam=lam, steps=args.steps,
-                               learning_rate=args.learning_rate,
+                               learning_rate=args.learning_rate, seed=args.seed,
                                return_result=True)
     weights = {"original": None, "diva_reweight": np.asarray(result.weights)}
     seconds = time.perf_counter() - start
@@ -357,7 +371,8 @@ def run_reweight(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     w = weights["diva_reweight"]
     print(f"{len(w)} samples, d={data.Z.shape[1]}, lam={lam:.4g}: {args.steps} "
-          f"step(s) in {reweight_seconds:.2f} s (compilation included); LOO loss "
+          f"step(s), eta={result.learning_rate:.3g}, in {reweight_seconds:.2f} s "
+          f"(compilation included); LOO loss "
           f"{result.objective[0]:.4f} -> "
           f"{result.objective[-1]:.4f}; {int(np.sum(w == 0))} weights at 0")
     if data.is_flipped is not None:
@@ -595,7 +610,8 @@ def run_curate(args: argparse.Namespace) -> int:
 
     metrics = _print_detection(detection, data, detect_seconds, 0)
     w = weights["diva_reweight"]
-    print(f"DIVA Reweight ({args.steps} step(s), lam={lam:.4g}): LOO loss "
+    print(f"DIVA Reweight ({args.steps} step(s), eta={result.learning_rate:.3g}, "
+          f"lam={lam:.4g}): LOO loss "
           f"{result.objective[0]:.4f} -> {result.objective[-1]:.4f}, "
           f"{int(np.sum(w == 0))} weights at 0")
     _print_errors(errors, 0 if data.y_test is None else len(data.y_test))

@@ -22,6 +22,7 @@ from diva_jax.curation._reweight import reweight
 from diva_jax.data import random_fourier_features
 
 FLIPS = ("identity", "horizontal_flip", "vertical_flip")
+LEARNING_RATE = 1.0
 
 
 def _stack_copies(features_by_transform):
@@ -67,7 +68,9 @@ def augmentation_probabilities(
         ``"all"`` (every copy, as a plain reweight of the union).
       return_weights: also return the (T + 1, N) weights.
       **reweight_options: passed to :func:`reweight` (``lam``, ``steps``,
-        ``learning_rate``, ``optimizer``, ``normalize``, ``loss``, ...).
+        ``learning_rate`` (default ``LEARNING_RATE``: copies of one sample
+        cannot be held out apart, so it is not chosen automatically),
+        ``optimizer``, ``normalize``, ``loss``, ...).
 
     Returns:
       A dict ``name -> p_k`` (the shares sum to 1), and with ``return_weights``
@@ -86,6 +89,7 @@ def augmentation_probabilities(
     mask = np.zeros((count, n), copies.dtype)
     mask[0 if score == "identity" else slice(None)] = 1
     Y = np.concatenate([labels] * count)
+    reweight_options.setdefault("learning_rate", LEARNING_RATE)
     alpha = reweight(copies.reshape(count * n, d), Y, mask=mask.reshape(-1),
                      **reweight_options)
     weights = np.asarray(alpha).reshape(count, n)
