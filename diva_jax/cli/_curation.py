@@ -11,6 +11,7 @@ import argparse
 import inspect
 import io
 import logging
+import textwrap
 import time
 from pathlib import Path
 
@@ -29,10 +30,23 @@ from diva_jax.curation import _detect
 
 logger = logging.getLogger(__name__)
 
-_EPILOG = ("Input: --features FILE (.npz with 'features' (n, d), 'labels' (n,), "
-           "optional 'ids' and 'split' (0 train, 1 test)); without it, the "
-           "embedded scikit-learn digits. Add --noise 0.2 to flip 20% of the "
-           "training labels and measure how well they are found.")
+_EPILOG = """\
+input: --features FILE, an .npz with 'features' (n, d) and 'labels' (n,), and
+optional 'ids' and 'split' (0 train, 1 test), as written by `diva features`;
+without it, the embedded scikit-learn digits. --noise 0.2 flips 20% of the
+training labels first, to measure how well they are found.
+
+example:
+  {example}
+"""
+
+_EXAMPLES = {
+    "detect": "diva detect --features embeddings.npz --out runs/detect",
+    "reweight": "diva reweight --noise 0.2 --baselines --out runs/reweight",
+    "extend": "diva extend --noise 0.2 --core-size 200 --uniform --out runs/extend",
+    "augment": "diva augment --out runs/augment",
+    "curate": "diva curate --noise 0.2 --out runs/curate",
+}
 
 
 def register(subparsers) -> None:
@@ -45,7 +59,9 @@ def register(subparsers) -> None:
 
 def _parser(subparsers, name, help_, description):
     parser = subparsers.add_parser(
-        name, help=help_, description=description, epilog=_EPILOG)
+        name, help=help_, description=textwrap.fill(description, 79),
+        epilog=_EPILOG.format(example=_EXAMPLES[name]),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_input_arguments(parser)
     group = parser.add_argument_group("output")
     group.add_argument("--out", metavar="DIR", help="write results, report.json "
