@@ -17,4 +17,8 @@ from diva_jax.curation._baselines import (
 )
 from diva_jax.curation._detect import detect
 from diva_jax.curation._extend import ExtendResult, extend, uniform_extend
-from diva_jax.curation._reweight import ReweightResult, reweight
+from diva_jax.curation._reweight import (
+    ReweightResult,
+    reweight,
+    select_learning_rate,
+)
