@@ -4,7 +4,9 @@ Methods, all judged by the same weighted ridge head at the same ``lam`` (chosen
 by the LOO loss of the unweighted training set):
 
 * ``original``: every weight 1;
-* ``diva_reweight``: ``diva_jax.reweight`` at its defaults (LOO objective);
+* ``diva_reweight``: ``diva_jax.reweight`` at its defaults (LOO objective, one
+  step, ``eta`` chosen on held-out parts of the training set);
+* ``diva_reweight_eta1``: one step with the fixed ``eta = 1``;
 * ``chang``: active bias, threshold closeness (Chang et al. 2017);
 * ``ren``: learning to reweight (Ren et al. 2018), meta-gradient on a held-out
   20% of the training set, final training on all samples (the held-out ones at
@@ -33,22 +35,28 @@ from experiments import _common
 
 logger = logging.getLogger(__name__)
 NAME = "reweight_table"
-METHODS = ("original", "diva_reweight", "chang", "ren", "ren_80", "clean_only")
+METHODS = ("original", "diva_reweight", "diva_reweight_eta1", "chang", "ren",
+           "ren_80", "clean_only")
 
 
-def method_weights(Z, y, K, lam, seed, flipped) -> dict[str, np.ndarray | None]:
-    """The (N,) weights of every method on one training set."""
+def method_weights(Z, y, K, lam, seed, flipped) -> tuple[dict, float]:
+    """The (N,) weights of every method on one training set, and the ``eta``
+    that the default reweight chose."""
     ren = learning_to_reweight(Z, y, num_classes=K, seed=seed, return_result=True)
+    diva = diva_jax.reweight(Z, y, lam=lam, num_classes=K, seed=seed,
+                             return_result=True)
     weights = {
         "original": None,
-        "diva_reweight": np.asarray(diva_jax.reweight(Z, y, lam=lam, num_classes=K)),
+        "diva_reweight": np.asarray(diva.weights),
+        "diva_reweight_eta1": np.asarray(diva_jax.reweight(
+            Z, y, lam=lam, num_classes=K, learning_rate=1.0)),
         "chang": active_bias(Z, y, num_classes=K, seed=seed),
         "ren": ren.weights,
         "ren_80": np.where(ren.is_validation, 0.0, ren.weights),
     }
     if flipped is not None:
         weights["clean_only"] = (~flipped).astype(np.float64)
-    return weights
+    return weights, diva.learning_rate
 
 
 def run_seed(task: _common.Task, seed: int, noise: float) -> dict:
@@ -58,11 +66,12 @@ def run_seed(task: _common.Task, seed: int, noise: float) -> dict:
     if noise > 0:
         y, flipped = data.flip_labels(y, noise, num_classes=K, seed=seed)
     lam = diva_jax.select_lambda(task.Z_train, y, num_classes=K)
-    weights = method_weights(task.Z_train, y, K, lam, seed, flipped)
+    weights, eta = method_weights(task.Z_train, y, K, lam, seed, flipped)
     errors = {m: ridge_test_error(task.Z_train, y, w, task.Z_test, task.y_test,
                                   lam=lam, num_classes=K)
               for m, w in weights.items()}
-    row = {"seed": seed, "noise": noise, "lam": lam, "test_error": errors}
+    row = {"seed": seed, "noise": noise, "lam": lam, "diva_eta": eta,
+           "test_error": errors}
     if flipped is not None:
         w = weights["diva_reweight"]
         row["diva_weight_mean"] = {"clean": float(w[~flipped].mean()),
@@ -81,6 +90,8 @@ def summarize(rows: list[dict]) -> dict:
         "diva_equal_to_original": int(np.sum(diva == err["original"])),
         "diva_higher_than_original": int(np.sum(diva > err["original"])),
         "diva_minus_original": _common.mean_std(diva - err["original"]),
+        "eta1_lower_than_original": int(np.sum(err["diva_reweight_eta1"]
+                                               < err["original"])),
         "diva_minus_chang": _common.mean_std(diva - err["chang"]),
         "diva_minus_ren": _common.mean_std(diva - err["ren"]),
         "num_seeds": len(rows),
@@ -108,7 +119,7 @@ def plot(summaries: dict, out) -> None:
     for j, m in enumerate(METHODS):
         means = [100 * s[m]["mean"] if m in s else np.nan for s in summaries.values()]
         stds = [100 * s[m]["std"] if m in s else 0 for s in summaries.values()]
-        ax.bar(np.arange(len(summaries)) + (j - 2.5) * width, means, width,
+        ax.bar(np.arange(len(summaries)) + (j - 3) * width, means, width,
                yerr=stds, capsize=2, label=m)
     ax.set_xticks(np.arange(len(summaries)),
                   [f"label noise {n}" for n in summaries])
