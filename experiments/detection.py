@@ -42,6 +42,8 @@ def run_seed(task: _common.Task, seed: int, noise: float, mode: str) -> dict:
                                                     flipped),
         "derivative_clean": derivative[~flipped],
         "derivative_mislabeled": derivative[flipped],
+        "default_clean": np.asarray(default.scores)[~flipped],
+        "default_mislabeled": np.asarray(default.scores)[flipped],
     }
 
 
@@ -57,7 +59,8 @@ def summarize(per_seed: list[dict]) -> dict:
 
 def histogram(clean: np.ndarray, mislabeled: np.ndarray, bins: int = 60) -> dict:
     """Shared bins and the two counts, on a symmetric log scale of the values."""
-    scale = np.quantile(np.abs(np.concatenate([clean, mislabeled])), 0.05)
+    scale = 10.0 ** np.floor(np.log10(np.quantile(np.abs(np.concatenate(
+        [clean, mislabeled])), 0.05)))
     transform = lambda x: np.arcsinh(x / scale)  # noqa: E731
     edges = np.linspace(*np.quantile(transform(np.concatenate([clean, mislabeled])),
                                      [0.001, 0.999]), bins + 1)
@@ -66,22 +69,35 @@ def histogram(clean: np.ndarray, mislabeled: np.ndarray, bins: int = 60) -> dict
             "mislabeled": np.histogram(transform(mislabeled), edges)[0]}
 
 
-def plot(hist: dict, metrics: dict, out) -> None:
-    """Fig. 3 left: histogram of the derivative, clean vs mislabeled."""
+def plot(hist: dict, default_hist: dict, summary: dict, out) -> None:
+    """Fig. 3 left: histogram of the derivative, clean vs mislabeled; right:
+    the same for the score of ``detect`` at its defaults."""
     plt = _common.pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 3.8))
+    metrics = summary["paper_rule"]
     edges = hist["edges_arcsinh"]
     for key, color in (("clean", "tab:blue"), ("mislabeled", "tab:red")):
         ax.stairs(hist[key], edges, fill=True, alpha=0.55, color=color, label=key)
     ax.axvline(0.0, color="k", lw=1, ls="--", label="eps = 0")
-    ticks = np.array([-1e2, -1e1, -1, 0, 1, 1e1, 1e2, 1e3]) * hist["scale"]
-    ax.set_xticks(np.arcsinh(ticks / hist["scale"]), [f"{t:.0e}" for t in ticks])
+    ticks = np.array([-1e3, -1e2, -1e1, 0, 1e1, 1e2, 1e3]) * hist["scale"]
+    ax.set_xticks(np.arcsinh(ticks / hist["scale"]),
+                  [f"{t:.0e}" if t else "0" for t in ticks])
     ax.set_xlim(edges[0], edges[-1])
     ax.set_xlabel("LOO dataset derivative dL/dalpha_i (arcsinh scale)")
     ax.set_ylabel("samples")
-    ax.set_title(f"F1 (eps = 0) {metrics['f1']['mean']:.3f}, ROC-AUC "
-                 f"{metrics['roc_auc']['mean']:.4f}")
+    ax.set_title(f"paper's rule: F1 (eps = 0) {metrics['f1']['mean']:.3f}, "
+                 f"ROC-AUC {metrics['roc_auc']['mean']:.4f}")
     ax.legend()
+
+    for key, color in (("clean", "tab:blue"), ("mislabeled", "tab:red")):
+        ax2.stairs(default_hist[key], default_hist["edges"], fill=True, alpha=0.55,
+                   color=color, label=key)
+    ax2.set_yscale("log")
+    ax2.set_xlabel("detect() score: -log p(given label), calibrated LOO")
+    m = summary["detect_default"]
+    ax2.set_title(f"detect() defaults: F1 {m['f1']['mean']:.3f}, ROC-AUC "
+                  f"{m['roc_auc']['mean']:.4f}")
+    ax2.legend()
     _common.save_figure(fig, out, "detection_histogram.png")
 
 
@@ -98,10 +114,16 @@ def main(argv: list[str] | None = None) -> dict:
         per_seed.append(run_seed(task, seed, args.noise, args.noise_mode))
         logger.info("seed %d: paper rule %s", seed, per_seed[-1]["paper_rule"])
     summary = summarize(per_seed)
-    hist = histogram(per_seed[0]["derivative_clean"],
-                     per_seed[0]["derivative_mislabeled"])
+    first = per_seed[0]
+    hist = histogram(first["derivative_clean"], first["derivative_mislabeled"])
+    edges = np.linspace(0.0, max(first["default_clean"].max(),
+                                 first["default_mislabeled"].max()), 61)
+    default_hist = {"edges": edges,
+                    "clean": np.histogram(first["default_clean"], edges)[0],
+                    "mislabeled": np.histogram(first["default_mislabeled"], edges)[0]}
     for r in per_seed:
-        del r["derivative_clean"], r["derivative_mislabeled"]
+        for key in ("derivative", "default"):
+            del r[f"{key}_clean"], r[f"{key}_mislabeled"]
 
     result = {"config": {"dataset": task.name, "features": args.features,
                          "noise": args.noise, "noise_mode": args.noise_mode,
@@ -109,9 +131,9 @@ def main(argv: list[str] | None = None) -> dict:
                          "paper_rule": "detect(method='derivative'): dL/dalpha > 0",
                          "detect_default": "detect() at its defaults"},
               "seeds": args.seeds, "per_seed": per_seed, "summary": summary,
-              "histogram_seed0": hist}
+              "histogram_seed0": hist, "default_histogram_seed0": default_hist}
     _common.write_json(args.out, NAME, result)
-    plot(hist, summary["paper_rule"], args.out)
+    plot(hist, default_hist, summary, args.out)
     return result
 
 

@@ -91,8 +91,12 @@ def summarize(rows: list[dict]) -> dict:
         diva, uni = np.asarray(r["diva"]), np.asarray(r["uniform"])
         best = int(np.argmin(diva))
         whole = min(r["whole_pool"], r["whole_pool_own_lam"])
+        below = diva[1:] < uni[1:]
+        stays = [b for i, b in enumerate(r["budgets"][1:]) if below[i:].all()]
         out["per_seed"].append({
             "seed": r["seed"],
+            "fraction_of_budgets_diva_below_uniform": float(below.mean()),
+            "diva_below_uniform_from_budget": stays[0] if stays else None,
             "diva_below_uniform_at_every_budget": bool(np.all(diva[1:] < uni[1:])),
             "diva_at_or_below_uniform_at_every_budget": bool(np.all(diva <= uni)),
             "budgets_where_diva_is_higher": [b for b, d, u in zip(
@@ -104,7 +108,7 @@ def summarize(rows: list[dict]) -> dict:
             "final_diva_error": float(diva[-1]), "total_added": r["budgets"][-1],
         })
     for key in ("best_diva_error", "whole_pool_error", "final_diva_error",
-                "total_added"):
+                "total_added", "fraction_of_budgets_diva_below_uniform"):
         out[key] = _common.mean_std([s[key] for s in out["per_seed"]])
     for key in ("diva_below_uniform_at_every_budget",
                 "best_diva_subset_beats_whole_pool"):
