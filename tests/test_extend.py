@@ -123,6 +123,43 @@ def test_scoring_the_core_alone():
                                   np.sort(np.argsort(g)[:2]))
 
 
+def test_lam_is_chosen_once_on_the_core_by_default():
+    Zc, yc, Zp, yp, _ = _core_and_pool(seed=12, n_core=20, n_pool=30)
+    result = extend(Zc, yc, Zp, yp, k=3, max_rounds=3)
+    expected = diva_jax.select_lambda(Zc, diva_jax.one_hot(yc, K))
+    np.testing.assert_array_equal(result.lams, np.full(4, expected))
+    assert result.lam == expected
+
+
+@pytest.mark.parametrize("score_added", [True, False])
+def test_lam_is_chosen_again_at_every_round_on_the_objective(score_added):
+    """Each round's lam is the grid point of lowest objective at that round's
+    weights, and the objective matches a refit at it."""
+    Zc, yc, Zp, yp, _ = _core_and_pool(seed=11, n_core=12, n_pool=40, d=6)
+    Z, Y, n = _merged(Zc, yc, Zp, yp)
+    result = extend(Zc, yc, Zp, yp, k=4, max_rounds=4, score_added=score_added,
+                    reselect_lam=True)
+    assert result.lams.shape == result.objective.shape
+    assert result.lam == result.lams[-1]
+    for r, m in enumerate(result.num_added):
+        added = result.order[:m]
+        alpha = np.r_[np.ones(n), result.pool_weights(m)]
+        scored = alpha if score_added else np.r_[np.ones(n), np.zeros(len(yp))]
+        lam, grid, losses = diva_jax.select_lambda(Z, Y, alpha, scored,
+                                                   return_losses=True)
+        assert result.lams[r] == lam
+        expected = _loss_with(Z, Y, lam, n, added, added if score_added else [])
+        np.testing.assert_allclose(result.objective[r], expected, rtol=1e-10)
+        np.testing.assert_allclose(result.objective[r], losses.min(), rtol=1e-8)
+    assert len(set(result.lams.tolist())) > 1
+
+    uniform = uniform_extend(Zc, yc, Zp, yp, k=4, max_rounds=2, seed=3,
+                             reselect_lam=True)
+    for r, m in enumerate(uniform.num_added):
+        alpha = np.r_[np.ones(n), uniform.pool_weights(m)]
+        assert uniform.lams[r] == diva_jax.select_lambda(Z, Y, alpha, alpha)
+
+
 def test_budgets_are_respected():
     Zc, yc, Zp, yp, _ = _core_and_pool(seed=5, pool_flip=0.0)
     result = extend(Zc, yc, Zp, yp, k=4, lam=0.5, max_added=6)
@@ -181,8 +218,9 @@ def test_multimodal_pool_keeps_the_helpful_cluster():
     assert np.all(result.order[:12] < 24)
     assert np.sum(result.order < 24) >= 20 and np.sum(result.order >= 24) <= 8
     Z, Y, n = np.concatenate([Zc, Zp]), diva_jax.one_hot(np.r_[yc, yp]), len(yc)
-    everything = _loss_with(Z, Y, result.lam, n, np.arange(48), [])
-    assert result.objective[-1] < result.objective[0] < everything
+    for lam in result.lams[[0, -1]]:
+        everything = _loss_with(Z, Y, lam, n, np.arange(48), np.arange(48))
+        assert result.objective[-1] < result.objective[0] < everything
 
 
 def test_soft_targets_and_float32():
@@ -196,6 +234,7 @@ def test_soft_targets_and_float32():
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"k": 0}, "k"), ({"max_rounds": -1}, "max_rounds"), ({"lam": 0.0}, "lam"),
+    ({"lam": 1.0, "reselect_lam": True}, "reselect_lam"),
 ])
 def test_bad_options(kwargs, match):
     Zc, yc, Zp, yp, _ = _core_and_pool()

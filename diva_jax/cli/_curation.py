@@ -170,6 +170,9 @@ def _add_extend(subparsers, name):
                        help="score the core set alone by the LOO loss (default: "
                        "the core and the samples added so far); better when the "
                        "core is clean and the pool is not")
+    group.add_argument("--reselect-lam", action="store_true",
+                       help="without --lam: choose lam by LOO at every round, not "
+                       "once on the core (for a core of few samples per class)")
     group.add_argument("--uniform", action="store_true",
                        help="also add the pool in random order, for comparison")
     parser.set_defaults(func=run_extend)
@@ -433,8 +436,9 @@ class _Sets:
                 data.is_flipped[pool]
         self.core_Z, self.core_y = data.Z[core], data.y[core]
 
-    def test_errors(self, data, result, lam, budgets):
-        """Test error with the core plus the first m picks, for m in ``budgets``."""
+    def test_errors(self, data, result):
+        """Test error after each round: the core plus the picks so far, at the
+        round's ``lam``."""
         if data.Z_test is None:
             return None
         Z = np.concatenate([self.core_Z, self.pool_Z])
@@ -442,16 +446,19 @@ class _Sets:
         core = np.ones(len(self.core_y))
         return [curation.ridge_test_error(
             Z, y, np.concatenate([core, result.pool_weights(int(m))]), data.Z_test,
-            data.y_test, lam=lam) for m in budgets]
+            data.y_test, lam=lam) for m, lam in zip(result.num_added, result.lams,
+                                                    strict=True)]
 
 
 def _extend_summary(sets, data, result, uniform, lam):
-    """Test-error curves and headline numbers of an extension run."""
-    summary = {"lam": lam, "num_core": len(sets.core_y), "num_pool": len(sets.pool_y),
+    """Test-error curves and headline numbers of an extension run; the whole
+    pool is judged at ``lam``, or at its own LOO choice when None."""
+    summary = {"lam": result.lam, "lams": result.lams,
+               "num_core": len(sets.core_y), "num_pool": len(sets.pool_y),
                "num_added": len(result.order), "rounds": len(result.objective) - 1,
                "stop_reason": result.stop_reason, "objective": result.objective,
                "num_added_per_round": result.num_added}
-    summary["test_error"] = sets.test_errors(data, result, lam, result.num_added)
+    summary["test_error"] = sets.test_errors(data, result)
     if summary["test_error"] is not None:
         Z_all = np.concatenate([sets.core_Z, sets.pool_Z])
         y_all = np.concatenate([sets.core_y, sets.pool_y])
@@ -460,8 +467,7 @@ def _extend_summary(sets, data, result, uniform, lam):
     if uniform is not None:
         summary["uniform_objective"] = uniform.objective
         summary["uniform_num_added"] = uniform.num_added
-        summary["uniform_test_error"] = sets.test_errors(data, uniform, lam,
-                                                         uniform.num_added)
+        summary["uniform_test_error"] = sets.test_errors(data, uniform)
     if sets.pool_flipped is not None:
         summary["pool_flipped_rate"] = float(sets.pool_flipped.mean())
         summary["selected_flipped_rate"] = float(
@@ -470,8 +476,11 @@ def _extend_summary(sets, data, result, uniform, lam):
 
 
 def _print_extend(summary, seconds):
+    lams = summary["lams"]
+    lam = f"{lams[0]:.4g}" if np.ptp(lams) == 0 else \
+        f"{lams[0]:.3g} -> {lams[-1]:.3g} (by LOO each round)"
     print(f"core {summary['num_core']}, pool {summary['num_pool']}, lam="
-          f"{summary['lam']:.4g}: added {summary['num_added']} pool samples in "
+          f"{lam}: added {summary['num_added']} pool samples in "
           f"{summary['rounds']} rounds ({summary['stop_reason']}), {seconds:.2f} s")
     objective = summary["objective"]
     print(f"LOO loss {objective[0]:.4f} -> {objective[-1]:.4f}")
@@ -511,16 +520,16 @@ def run_extend(args: argparse.Namespace) -> int:
     data = load_input(args)
     sets = _Sets(args, data)
     start = time.perf_counter()
-    lam = _lam(args, sets.core_Z, sets.core_y)
-    options = dict(k=args.k, lam=lam, max_rounds=args.max_rounds,
-                   score_added=not args.core_only, progress=True)
+    options = dict(k=args.k, lam=args.lam, max_rounds=args.max_rounds,
+                   score_added=not args.core_only,
+                   reselect_lam=args.reselect_lam, progress=True)
     result = curation.extend(sets.core_Z, sets.core_y, sets.pool_Z, sets.pool_y,
                              **options)
     seconds = time.perf_counter() - start
     uniform = curation.uniform_extend(
         sets.core_Z, sets.core_y, sets.pool_Z, sets.pool_y, seed=args.seed,
         max_added=len(result.order), **options) if args.uniform else None
-    summary = _extend_summary(sets, data, result, uniform, lam)
+    summary = _extend_summary(sets, data, result, uniform, args.lam)
     _print_extend(summary, seconds)
     if args.out:
         out = Path(args.out)

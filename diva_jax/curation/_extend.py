@@ -28,10 +28,32 @@ pool, k = 10; test error on split 0 at budgets of 200 / 400 / 600 added):
   against 78% and 14% for the core alone; best test errors on the path over
   three splits 3.18, 3.52, 2.35% against 2.01, 3.52, 2.35%.
 
-So score the core alone when it is clean and the pool is not trusted.
+So score the core alone when it is clean and the pool is not trusted, and
+always when the pool comes from another modality or domain: on PACS (a photo
+core of 5 images per class, the art, cartoon and sketch images as the pool;
+``experiments/multimodal.py``) scoring the added samples let the run fill
+itself with sketches that predict each other well and took the photo test
+error from 4.9% to over 20%, while scoring the photo core alone lowered it.
+
+The ridge strength. With ``lam=None`` it is chosen by
+:func:`diva_jax.select_lambda` on the objective itself (the LOO loss of the
+scored samples at the current weights; at round 0, the core's), once, or at
+every round with ``reselect_lam=True``. A ``lam`` chosen once on a few-shot
+core (far fewer samples than features) is tiny, and adding samples at that
+``lam`` walks into the interpolation peak of the test error near ``N = d``;
+re-choosing it keeps every subset on the path at its own LOO-optimal ``lam``
+(on PACS, with the core alone scored: photo test error 4.9% -> 2.6% after 500
+additions, against 4.3% with ``lam`` fixed, where Extend stopped after 200).
+On digits with 20% flipped labels in core and pool (200 + 1,000, scoring the
+added samples) the fixed ``lam`` did better: 6% of the selected samples were
+mislabeled against 15% as ``lam`` fell with the growing set. Because the
+objective is minimised over ``lam`` at each round, its derivative in
+``alpha`` at that ``lam`` is the derivative of the minimised objective
+(envelope theorem, up to the grid's resolution).
 
 Every round evaluates one compiled function on arrays of fixed shape (only
-``alpha`` and the scoring mask change), so nothing is compiled after round 0.
+``alpha``, the scoring mask and ``lam`` change), so nothing is compiled after
+round 0; choosing ``lam`` again adds one ``d x d`` eigendecomposition a round.
 """
 
 from __future__ import annotations
@@ -66,7 +88,8 @@ class ExtendResult(NamedTuple):
       pool_derivative: (M,) the pool's dataset derivative with the core alone
         (round 0): negative means adding the sample would lower the loss.
       num_core: N_core.
-      lam: the ridge strength used throughout.
+      lam: the ridge strength of the last round.
+      lams: (R + 1,) the ridge strength of each entry of ``objective``.
       stop_reason: ``"no_negative_derivative"``, ``"max_rounds"``,
         ``"max_added"`` or ``"pool_exhausted"``.
     """
@@ -79,6 +102,7 @@ class ExtendResult(NamedTuple):
     pool_derivative: np.ndarray
     num_core: int
     lam: float
+    lams: np.ndarray
     stop_reason: str
 
     def pool_weights(self, num_added: int | None = None) -> np.ndarray:
@@ -152,7 +176,7 @@ class _Path:
                                      np.zeros(num_pool, dtype)])
         self.mask = self.alpha.copy()
         self.order, self.rounds, self.objective, self.num_added = [], [], [], []
-        self.pool_derivative = None
+        self.lams, self.pool_derivative = [], None
 
     def add(self, picks, round_):
         self.alpha[self.num_core + picks] = 1
@@ -161,26 +185,37 @@ class _Path:
         self.order.extend(picks.tolist())
         self.rounds.extend([round_] * len(picks))
 
+    def lam(self, Z, Y, lam, reselect):
+        """The given ``lam``, or the one of lowest objective at the current
+        weights (chosen at the first round, or at every round)."""
+        if lam is None and (reselect or not self.lams):
+            lam = select_lambda(Z, Y, self.alpha, self.mask)
+        self.lams.append(float(self.lams[-1] if lam is None else lam))
+        return self.lams[-1]
+
     def record(self, value, g):
         self.objective.append(float(value))
         self.num_added.append(len(self.order))
         if self.pool_derivative is None:
             self.pool_derivative = np.asarray(g)[self.num_core:]
 
-    def result(self, lam, stop_reason):
+    def result(self, stop_reason):
         return ExtendResult(
             np.asarray(self.order, np.int64), np.asarray(self.rounds, np.int64),
             np.asarray(self.objective), np.asarray(self.num_added, np.int64),
-            self.alpha.copy(), self.pool_derivative, self.num_core, float(lam),
-            stop_reason)
+            self.alpha.copy(), self.pool_derivative, self.num_core, self.lams[-1],
+            np.asarray(self.lams), stop_reason)
 
 
 def _setup(core_features, core_labels, pool_features, pool_labels, lam,
-           num_classes, score_added):
+           num_classes, score_added, reselect_lam):
     Z, Y, num_core = merge_core_and_pool(core_features, core_labels, pool_features,
                                          pool_labels, num_classes)
-    lam = select_lambda(Z[:num_core], Y[:num_core]) if lam is None else lam
-    _checks.check_lam(lam)
+    if lam is not None:
+        lam = float(_checks.check_lam(lam))
+        if reselect_lam:
+            raise ValueError("reselect_lam=True chooses lam at every round; pass "
+                             "lam=None with it, or a lam without it.")
     path = _Path(num_core, Z.shape[0] - num_core, Z.dtype, score_added)
     return jax.device_put(Z), jax.device_put(Y), lam, path
 
@@ -189,8 +224,8 @@ def extend(
     core_features: ArrayLike, core_labels: ArrayLike, pool_features: ArrayLike,
     pool_labels: ArrayLike, *, k: int = 10, lam: float | None = None,
     max_rounds: int | None = None, max_added: int | None = None,
-    score_added: bool = True, loss="squared", num_classes: int | None = None,
-    progress: bool = False,
+    score_added: bool = True, reselect_lam: bool = False, loss="squared",
+    num_classes: int | None = None, progress: bool = False,
 ) -> ExtendResult:
     """DIVA Extend: add pool samples in order of most negative dataset derivative.
 
@@ -201,11 +236,14 @@ def extend(
         multimodal extension: embeddings of the other modality).
       pool_labels: (M,) int labels or (M, K) targets.
       k: pool samples added per round.
-      lam: ridge strength; ``select_lambda`` on the core set when None.
+      lam: ridge strength; None chooses it by the LOO loss of the core (see
+        the module note).
       max_rounds: stop after this many rounds (None: no limit).
       max_added: stop once this many pool samples were added (None: no limit).
       score_added: score the added samples by the LOO loss along with the
         core (default); False scores the core alone (see the module note).
+      reselect_lam: with ``lam=None``, choose ``lam`` again at every round on
+        the current objective (for few-shot cores; see the module note).
       loss: per-sample loss of the LOO objective, as in :func:`diva_jax.loo_loss`.
       num_classes: K for int labels; ``max + 1`` over both sets when None.
       progress: show a tqdm bar of the rounds.
@@ -216,13 +254,15 @@ def extend(
     """
     _check_budget(k, max_rounds, max_added)
     Z, Y, lam, path = _setup(core_features, core_labels, pool_features,
-                             pool_labels, lam, num_classes, score_added)
+                             pool_labels, lam, num_classes, score_added,
+                             reselect_lam)
     available = np.ones(len(path.alpha) - path.num_core, bool)
     room = np.inf if max_added is None else max_added
     bar = tqdm(desc="extend", unit="round", disable=not progress)
 
     while True:
-        value, g = _value_and_gradient(path.alpha, Z, Y, lam, path.mask, loss)
+        lam_r = path.lam(Z, Y, lam, reselect_lam)
+        value, g = _value_and_gradient(path.alpha, Z, Y, lam_r, path.mask, loss)
         path.record(value, g)
         stop = _stop_reason(len(path.objective) - 1, max_rounds, room,
                             len(path.order), available)
@@ -237,7 +277,7 @@ def extend(
     reason = stop or "no_negative_derivative"
     logger.info("extend: added %d pool samples in %d rounds (%s)", len(path.order),
                 len(path.objective) - 1, reason)
-    return path.result(lam, reason)
+    return path.result(reason)
 
 
 def _stop_reason(rounds_done, max_rounds, room, num_added, available):
@@ -254,8 +294,8 @@ def uniform_extend(
     core_features: ArrayLike, core_labels: ArrayLike, pool_features: ArrayLike,
     pool_labels: ArrayLike, *, k: int = 10, lam: float | None = None,
     max_rounds: int | None = None, max_added: int | None = None,
-    score_added: bool = True, loss="squared", num_classes: int | None = None,
-    seed: int = 0, progress: bool = False,
+    score_added: bool = True, reselect_lam: bool = False, loss="squared",
+    num_classes: int | None = None, seed: int = 0, progress: bool = False,
 ) -> ExtendResult:
     """The uniform baseline of DIVA Extend: pool samples in a random order.
 
@@ -273,7 +313,8 @@ def uniform_extend(
     """
     _check_budget(k, max_rounds, max_added)
     Z, Y, lam, path = _setup(core_features, core_labels, pool_features,
-                             pool_labels, lam, num_classes, score_added)
+                             pool_labels, lam, num_classes, score_added,
+                             reselect_lam)
     order = np.random.default_rng(seed).permutation(len(path.alpha) - path.num_core)
     available = np.ones(order.size, bool)
     room = np.inf if max_added is None else max_added
@@ -281,7 +322,8 @@ def uniform_extend(
     rounds = rounds if max_rounds is None else min(rounds, max_rounds)
 
     for _ in tqdm(range(rounds + 1), desc="uniform", disable=not progress):
-        value, g = _value_and_gradient(path.alpha, Z, Y, lam, path.mask, loss)
+        lam_r = path.lam(Z, Y, lam, reselect_lam)
+        value, g = _value_and_gradient(path.alpha, Z, Y, lam_r, path.mask, loss)
         path.record(value, g)
         stop = _stop_reason(len(path.objective) - 1, max_rounds, room,
                             len(path.order), available)
@@ -291,4 +333,4 @@ def uniform_extend(
         picks = order[start: start + int(min(k, room - start))]
         available[picks] = False
         path.add(picks, len(path.objective))
-    return path.result(lam, stop)
+    return path.result(stop)
