@@ -9,10 +9,16 @@ cartoon and sketch image: some of the pool helps the photo task, some hurts.
 The code path is the same for text embeddings: ``diva_jax.extend`` only sees
 (embedding, label) pairs.
 
-We compare DIVA Extend (stops when no pool sample has a negative derivative),
-uniform random selection at the same budgets and adding the whole pool, by the
-photo test error of a ridge head at the ``lam`` Extend uses (LOO on the core);
-the whole pool is also reported at its own LOO ``lam``.
+DIVA Extend scores the photo core alone (``score_added=False``: the pool is
+another domain, and scoring it lets the run fill itself with sketches) and
+chooses ``lam`` again at every round (``reselect_lam=True``: a ``lam`` chosen
+on 35 photos of 1,280-d features is nearly 0, and the test error of every
+method then peaks where the set size passes ``d``). It stops when no pool
+sample has a negative derivative. We compare it with uniform random
+selection at the same budgets and with adding the whole pool, by the photo
+test error of a ridge head; every training set is judged at the ``lam`` that
+minimises the LOO loss of the photo core when trained on it (the rule Extend
+follows), and the whole pool also at its own LOO ``lam``.
 
     python -m experiments.multimodal                      # PACS, 3 seeds
     python -m experiments.multimodal --features FILE --core-domain photo
@@ -80,14 +86,19 @@ def run_seed(Z, y, domain, names, core_index, seed, args) -> dict:
                                                           replace=False))
     K = int(y.max()) + 1
     diva = diva_jax.extend(Z[core], y[core], Z[pool], y[pool], k=args.k,
-                           max_added=args.max_added, num_classes=K)
-    budgets, lam = thin([int(b) for b in diva.num_added], args.eval_points), diva.lam
+                           max_added=args.max_added, num_classes=K,
+                           score_added=False, reselect_lam=True)
+    budgets = thin([int(b) for b in diva.num_added], args.eval_points)
     Z_cp, y_cp = np.concatenate([Z[core], Z[pool]]), np.concatenate([y[core], y[pool]])
+    in_core = (np.arange(len(y_cp)) < len(core)).astype(Z.dtype)
 
-    def error(order, b, lam=lam):
-        alpha = np.zeros(len(y_cp))
-        alpha[: len(core)] = 1
+    def error(order, b, lam=None):
+        """Photo test error of the core and ``order[:b]``; ``lam`` by the core's
+        LOO loss when None."""
+        alpha = in_core.copy()
         alpha[len(core) + np.asarray(order[:b], int)] = 1
+        if lam is None:
+            lam = diva_jax.select_lambda(Z_cp, y_cp, alpha, in_core, num_classes=K)
         return ridge_test_error(Z_cp, y_cp, alpha, Z[test], y[test], lam=lam,
                                 num_classes=K)
 
@@ -99,7 +110,7 @@ def run_seed(Z, y, domain, names, core_index, seed, args) -> dict:
     lam_all = diva_jax.select_lambda(Z_cp, y_cp, num_classes=K)
     return {
         "seed": seed, "num_core": len(core), "num_pool": len(pool),
-        "num_test": len(test), "lam": lam, "budgets": budgets,
+        "num_test": len(test), "lams": diva.lams, "budgets": budgets,
         "diva": [error(diva.order, b) for b in budgets],
         "uniform": np.mean(uniform, 0), "uniform_runs": uniform,
         "whole_pool": error(np.arange(len(pool)), len(pool)),
@@ -123,9 +134,15 @@ def summarize(rows: list[dict]) -> dict:
         "total_added": lambda r: r["budgets"][-1],
     }
     summary = {k: _common.mean_std([f(r) for r in rows]) for k, f in keys.items()}
-    summary["best_diva_beats_whole_pool"] = int(sum(
-        min(r["diva"]) < min(r["whole_pool"], r["whole_pool_own_lam"])
-        for r in rows))
+    for key, at in (("best_diva", np.argmin), ("final_diva", lambda c: -1)):
+        summary[f"{key}_beats_whole_pool"] = int(sum(
+            r["diva"][at(r["diva"])] < min(r["whole_pool"], r["whole_pool_own_lam"])
+            for r in rows))
+        summary[f"{key}_beats_uniform"] = int(sum(
+            r["diva"][at(r["diva"])] < r["uniform"][at(r["diva"])] for r in rows))
+    summary["fraction_of_budgets_diva_below_uniform"] = _common.mean_std([
+        float(np.mean(np.asarray(r["diva"][1:]) < np.asarray(r["uniform"][1:])))
+        for r in rows])
     summary["num_seeds"] = len(rows)
     return summary
 
@@ -185,7 +202,9 @@ def main(argv: list[str] | None = None) -> dict | None:
               "uniform_repeats": args.uniform_repeats,
               "eval_points": args.eval_points,
               "stand_in": "PACS domains stand in for CLIP text embeddings",
-              "lam": "select_lambda on the core (as extend does)"}
+              "extend": "score_added=False, reselect_lam=True",
+              "lam": "per training set: select_lambda scoring the photo core "
+              "(the rule extend follows); whole pool also at its own LOO lam"}
     result = {"config": config, "seeds": args.seeds, "per_seed": rows,
               "summary": summarize(rows)}
     _common.write_json(args.out, NAME, result)

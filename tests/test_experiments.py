@@ -81,14 +81,17 @@ def test_reweight_table(tmp_path):
     assert (tmp_path / "reweight_table.md").is_file()
 
 
-def test_extend(tmp_path):
+@pytest.mark.parametrize("reselect", [False, True])
+def test_extend(tmp_path, reselect):
     features = tiny_features(tmp_path)
     extend.main(["--features", str(features), "--seeds", "0", "--per-class", "3",
                  "--k", "20", "--uniform-repeats", "1", "--out", str(tmp_path),
-                 "-q"])
+                 "-q"] + ["--reselect-lam"] * reselect)
     result = read(tmp_path, "extend")
     row = result["per_seed"][0]
     assert len(row["diva"]) == len(row["uniform"]) == len(row["budgets"])
+    assert len(row["lams"]) == len(row["budgets"])
+    assert (len(set(row["lams"])) > 1) == reselect
     assert row["budgets"][0] == 0 and row["num_core"] == 9
     assert "best_diva_subset_beats_whole_pool" in result["summary"]
     assert (tmp_path / "extend.png").is_file()
@@ -132,7 +135,10 @@ def test_multimodal(tmp_path):
     row = result["per_seed"][0]
     assert row["num_core"] == 6 and row["num_pool"] == int(np.sum(domain != 0))
     assert set(row["picked_by_domain"]) == {"art", "sketch"}
-    assert "best_diva_beats_whole_pool" in result["summary"]
+    assert len(row["lams"]) >= len(row["budgets"])
+    for key in ("best_diva", "final_diva"):
+        assert f"{key}_beats_whole_pool" in result["summary"]
+        assert f"{key}_beats_uniform" in result["summary"]
 
 
 def test_multimodal_skips_without_shared_data(tmp_path, monkeypatch, caplog):
