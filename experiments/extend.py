@@ -7,9 +7,13 @@ compared with uniform random selection (``diva_jax.uniform_extend``, mean over
 several random orders) at the same budgets, and with adding the whole pool.
 Every subset is judged by the test error of a ridge head at one ``lam``, chosen
 by the LOO loss of the core set (the ``lam`` Extend itself uses); the whole
-pool is also reported at the ``lam`` its own LOO loss picks.
+pool is also reported at the ``lam`` its own LOO loss picks. With
+``--reselect-lam`` Extend chooses ``lam`` again at every round, and every
+subset, DIVA's or uniform's, is judged at the ``lam`` of lowest LOO loss on
+itself.
 
     python -m experiments.extend                         # digits, 5 seeds
+    python -m experiments.extend --reselect-lam --out DIR
     python -m experiments.extend --features FILE --per-class 5 --k 20
 """
 
@@ -38,45 +42,54 @@ def split_core(y: np.ndarray, per_class: int, seed: int):
 
 
 def error_curve(task, core, pool, order, budgets, lam) -> list[float]:
-    """Test error of core + the first ``b`` samples of ``order``, per budget b."""
+    """Test error of core + the first ``b`` samples of ``order``, per budget b,
+    at ``lam``, or at each subset's own LOO choice when ``lam`` is None."""
     Z = np.concatenate([task.Z_train[core], task.Z_train[pool]])
     y = np.concatenate([task.y_train[core], task.y_train[pool]])
+    K = task.num_classes
     errors = []
     for b in budgets:
-        alpha = np.zeros(len(y))
+        alpha = np.zeros(len(y), Z.dtype)
         alpha[: len(core)] = 1
         alpha[len(core) + np.asarray(order[:b], int)] = 1
+        lam_b = diva_jax.select_lambda(Z, y, alpha, alpha, num_classes=K) \
+            if lam is None else lam
         errors.append(ridge_test_error(Z, y, alpha, task.Z_test, task.y_test,
-                                       lam=lam, num_classes=task.num_classes))
+                                       lam=lam_b, num_classes=K))
     return errors
 
 
-def run_seed(task, seed: int, per_class: int, k: int, uniform_repeats: int) -> dict:
+def run_seed(task, seed: int, per_class: int, k: int, uniform_repeats: int,
+             reselect_lam: bool = False) -> dict:
     """DIVA Extend, uniform selection and the whole pool on one split."""
     core, pool = split_core(task.y_train, per_class, seed)
     Zc, yc = task.Z_train[core], task.y_train[core]
     Zp, yp = task.Z_train[pool], task.y_train[pool]
     K = task.num_classes
-    diva = diva_jax.extend(Zc, yc, Zp, yp, k=k, num_classes=K)
+    diva = diva_jax.extend(Zc, yc, Zp, yp, k=k, num_classes=K,
+                           reselect_lam=reselect_lam)
     budgets = [int(b) for b in diva.num_added]
-    lam = diva.lam
+    lam = None if reselect_lam else diva.lam
     diva_err = error_curve(task, core, pool, diva.order, budgets, lam)
 
     uniform_err = []
     for r in range(uniform_repeats):
-        uni = diva_jax.uniform_extend(Zc, yc, Zp, yp, k=k, lam=lam, num_classes=K,
-                                      max_added=budgets[-1], seed=seed * 100 + r)
+        uni = diva_jax.uniform_extend(Zc, yc, Zp, yp, k=k, lam=diva.lams[0],
+                                      num_classes=K, max_added=budgets[-1],
+                                      seed=seed * 100 + r)
         uniform_err.append(error_curve(task, core, pool, uni.order, budgets, lam))
     all_pool = np.arange(len(pool))
     Z_all = np.concatenate([Zc, Zp])
     y_all = np.concatenate([yc, yp])
     lam_all = diva_jax.select_lambda(Z_all, y_all, num_classes=K)
     return {
-        "seed": seed, "num_core": len(core), "num_pool": len(pool), "lam": lam,
+        "seed": seed, "num_core": len(core), "num_pool": len(pool),
+        "lams": diva.lams,
         "budgets": budgets, "diva": diva_err, "diva_objective": diva.objective,
         "uniform": np.mean(uniform_err, 0), "uniform_runs": uniform_err,
         "core_only": diva_err[0], "stop_reason": diva.stop_reason,
-        "whole_pool": error_curve(task, core, pool, all_pool, [len(pool)], lam)[0],
+        "whole_pool": error_curve(task, core, pool, all_pool, [len(pool)],
+                                  diva.lam)[0],
         "whole_pool_own_lam": ridge_test_error(Z_all, y_all, None, task.Z_test,
                                                task.y_test, lam=lam_all,
                                                num_classes=K),
@@ -143,6 +156,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--k", type=int, default=10, help="samples added per round")
     p.add_argument("--uniform-repeats", type=int, default=3,
                    help="random orders averaged for the uniform baseline")
+    p.add_argument("--reselect-lam", action="store_true",
+                   help="Extend chooses lam at every round; every subset is "
+                   "judged at its own LOO lam")
     args = p.parse_args(argv)
     _common.setup_logging(args.quiet)
 
@@ -150,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
     for seed in tqdm(args.seeds, desc="seeds", disable=args.quiet):
         task = _common.load_task(args.features, seed)
         rows.append(run_seed(task, seed, args.per_class, args.k,
-                             args.uniform_repeats))
+                             args.uniform_repeats, args.reselect_lam))
         logger.info("seed %d: core %.4f, DIVA best %.4f at %d, whole pool %.4f",
                     seed, rows[-1]["core_only"], min(rows[-1]["diva"]),
                     rows[-1]["budgets"][int(np.argmin(rows[-1]["diva"]))],
@@ -158,8 +174,11 @@ def main(argv: list[str] | None = None) -> dict:
     config = {"dataset": task.name, "features": args.features,
               "core_per_class": args.per_class, "k": args.k,
               "uniform_repeats": args.uniform_repeats,
-              "lam": "select_lambda on the core (as extend does); whole pool also "
-              "at its own LOO lam", "whole_pool_error": "the lower of the two"}
+              "reselect_lam": args.reselect_lam,
+              "lam": "each subset at its own LOO lam" if args.reselect_lam else
+              "select_lambda on the core (as extend does)",
+              "whole_pool_lam": "the lam of Extend's last round, and the whole "
+              "pool's own LOO lam", "whole_pool_error": "the lower of the two"}
     result = {"config": config, "seeds": args.seeds, "per_seed": rows,
               "summary": summarize(rows)}
     _common.write_json(args.out, NAME, result)
