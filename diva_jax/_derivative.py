@@ -24,8 +24,8 @@ from diva_jax import _checks
 from diva_jax._loo import _loo_loss, _validation_loss, check_validation
 from diva_jax._losses import mean_loss, resolve_loss
 from diva_jax._ridge import (
-    BlockDual, BlockPrimal, Dual, Primal, gram, loo_from_state, predict, solve,
-    tdot,
+    BlockDual, BlockPrimal, Dual, Primal, gram, loo_from_state, predict,
+    row_quadratic_forms, solve, tdot,
 )
 from diva_jax._sharding import match_sample_sharding
 
@@ -38,7 +38,7 @@ def _loo_gradient(state, alpha, e, g):
         term1 = -jnp.sum(state.R * (state.Q @ tdot(state.Q, u)), 1)
         term2 = jnp.sum(u * e, 1) * state.s
         P = gram(state.Q, v)  # L^{-1} Z^T diag(v) Z L^{-T}
-        return term1 + term2 - jnp.sum((state.Q @ P) * state.Q, 1)
+        return term1 + term2 - row_quadratic_forms(state.Q, P)
     if isinstance(state, Dual):
         u = g / state.denom[:, None]
         v = alpha * jnp.sum(g * e, 1) / state.denom

@@ -77,11 +77,11 @@ def pick_solver(shape: tuple[int, ...], solver: str) -> str:
     return "primal" if rows >= shape[-1] else "dual"
 
 
-def _cholesky_inverse_factor(A):
-    """``L^{-1}`` for the Cholesky factor ``A = L L^T``."""
+def cholesky_inverse_factor(A):
+    """``L^{-1}`` (lower triangular) for the Cholesky factor ``A = L L^T``."""
     L = jnp.linalg.cholesky(A)
     eye = jnp.eye(A.shape[0], dtype=A.dtype)
-    return solve_triangular(L, eye, lower=True)
+    return jnp.tril(solve_triangular(L, eye, lower=True))
 
 
 def _solve_kernel(K, alpha, lam):
@@ -121,11 +121,38 @@ def gram(X, w):
     return jnp.triu(G) + jnp.triu(G, 1).T
 
 
+def triu_matmul(X, U):
+    """``X @ U`` (N, d) for an upper-triangular ``U`` (d, d), by column blocks.
+
+    Column block j of the product needs only the first rows of ``U`` down to
+    the block's last column: with 4 blocks, 5/8 of the work of the full
+    product. Below d = 1024 the blocks would be narrower than 256 columns and
+    slower than one full product, so the full product is used.
+    """
+    d = U.shape[1]
+    if d < 1024:
+        return X @ U
+    edges = [d * i // 4 for i in range(5)]
+    return jnp.concatenate([X[:, :hi] @ U[:hi, lo:hi]
+                            for lo, hi in zip(edges[:-1], edges[1:], strict=True)],
+                           1)
+
+
+def row_quadratic_forms(X, S):
+    """``x_i^T S x_i`` (N,) for every row of ``X`` (N, d) and a symmetric ``S``.
+
+    With ``U = 2 triu(S, 1) + diag(S)``, ``x^T U x = x^T S x``, and ``X U`` is a
+    triangular product (:func:`triu_matmul`).
+    """
+    U = 2 * jnp.triu(S, 1) + jnp.diag(jnp.diagonal(S))
+    return jnp.sum(triu_matmul(X, U) * X, 1)
+
+
 def _primal(alpha, Z, Y, lam) -> Primal:
     d = Z.shape[1]
     A = gram(Z, alpha) + lam * jnp.eye(d, dtype=Z.dtype)  # Z^T D Z + lam I
-    Linv = _cholesky_inverse_factor(A)
-    Q = Z @ Linv.T  # Z L^{-T}: rows q_i with z_i^T C z_j = q_i . q_j
+    Linv = cholesky_inverse_factor(A)
+    Q = triu_matmul(Z, Linv.T)  # Z L^{-T}: rows q_i with z_i^T C z_j = q_i . q_j
 
     T = Linv @ tdot(Z, alpha[:, None] * Y)  # L^{-1} Z^T D Y
     s = jnp.sum(Q * Q, axis=1)
@@ -145,8 +172,8 @@ def _block_primal(alpha, J, Y, lam) -> BlockPrimal:
     n, k, m = J.shape
     Jf, a = J.reshape(n * k, m), jnp.repeat(alpha, k)
     A = Jf.T @ (a[:, None] * Jf) + lam * jnp.eye(m, dtype=J.dtype)
-    Linv = _cholesky_inverse_factor(A)
-    Q = (Jf @ Linv.T).reshape(n, k, m)
+    Linv = cholesky_inverse_factor(A)
+    Q = triu_matmul(Jf, Linv.T).reshape(n, k, m)
 
     T = Q.reshape(n * k, m).T @ (a * Y.reshape(-1))
     S = jnp.einsum("nkm,nlm->nkl", Q, Q)  # J_i C J_i^T

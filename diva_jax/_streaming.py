@@ -48,7 +48,9 @@ from tqdm.auto import tqdm
 
 from diva_jax import _checks
 from diva_jax._losses import mean_loss, resolve_loss
-from diva_jax._ridge import gram, tdot
+from diva_jax._ridge import (
+    cholesky_inverse_factor, gram, row_quadratic_forms, tdot, triu_matmul,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -155,9 +157,7 @@ def _fit_step(A, B, bad, Zc, Yc, ac):
 @jax.jit
 def _fit_solve(A, B, lam):
     """``L^{-1}`` and ``W = C B`` from the sums of pass 1."""
-    eye = jnp.eye(A.shape[0], dtype=A.dtype)
-    Linv = jax.scipy.linalg.solve_triangular(jnp.linalg.cholesky(A + lam * eye),
-                                             eye, lower=True)
+    Linv = cholesky_inverse_factor(A + lam * jnp.eye(A.shape[0], dtype=A.dtype))
     return Linv, Linv.T @ (Linv @ B)
 
 
@@ -165,7 +165,7 @@ def _fit_solve(A, B, lam):
 def _loo_step(sums, Zc, Yc, ac, mc, Linv, W, msum, loss):
     """Pass 2: per-sample ``s, e, g, u, v`` of a chunk; adds the loss, ``Q^T U``, P."""
     value, QtU, P = sums
-    Q = Zc @ Linv.T
+    Q = triu_matmul(Zc, Linv.T)
     s = jnp.sum(Q * Q, 1)
     denom = 1.0 - ac * s
     e = (Yc - Zc @ W) / denom[:, None]
@@ -184,7 +184,7 @@ def _loo_step(sums, Zc, Yc, ac, mc, Linv, W, msum, loss):
 def _loo_terms(Zc, Yc, W, CZU, CMC, term2):
     """Pass 3: ``-r_j . (Z C Z^T U)_j + term2_j - z_j^T C M C z_j`` for a chunk."""
     R = Yc - Zc @ W
-    return term2 - jnp.sum(R * (Zc @ CZU), 1) - jnp.sum((Zc @ CMC) * Zc, 1)
+    return term2 - jnp.sum(R * (Zc @ CZU), 1) - row_quadratic_forms(Zc, CMC)
 
 
 @jax.jit

@@ -1,12 +1,13 @@
-"""The blocked symmetric products of the primal form against numpy, and the
-closed-form derivative at sizes that use them against jax.grad."""
+"""The blocked symmetric and triangular products of the primal form against
+numpy, and the closed-form derivative at sizes that use them against jax.grad
+and the kernel form."""
 
 import numpy as np
 import pytest
 from oracles import assert_close
 
 import diva_jax
-from diva_jax._ridge import gram, tdot
+from diva_jax._ridge import gram, row_quadratic_forms, tdot, triu_matmul
 
 
 @pytest.mark.parametrize("d", [40, 300, 512, 777, 1100])
@@ -16,6 +17,21 @@ def test_gram_equals_numpy(d):
     G = np.asarray(gram(X, w))
     assert_close(G, X.T @ (w[:, None] * X))
     assert np.array_equal(G, G.T)
+
+
+@pytest.mark.parametrize("d", [40, 1024, 1030])
+def test_triu_matmul_equals_numpy(d):
+    rng = np.random.default_rng(d)
+    X, U = rng.standard_normal((30, d)), np.triu(rng.standard_normal((d, d)))
+    assert_close(triu_matmul(X, U), X @ U)
+
+
+@pytest.mark.parametrize("d", [40, 1030])
+def test_row_quadratic_forms_equal_numpy(d):
+    rng = np.random.default_rng(d + 1)
+    X, S = rng.standard_normal((30, d)), rng.standard_normal((d, d))
+    S = S + S.T
+    assert_close(row_quadratic_forms(X, S), np.einsum("nd,de,ne->n", X, S, X))
 
 
 def test_tdot_equals_numpy():
@@ -38,3 +54,19 @@ def test_closed_form_with_blocks_equals_autodiff(loss):
                                                  solver="primal", method="autodiff")
     assert_close(closed[0], auto[0])
     assert_close(closed[1], auto[1])
+
+
+def test_blocked_triangular_product_in_the_derivative():
+    """d = 1030 splits ``Z L^{-T}`` into four uneven column blocks; oracles: the
+    kernel form (no blocked products) and jax.grad through the primal fit."""
+    rng = np.random.default_rng(3)
+    Z, y = rng.standard_normal((40, 1030)), rng.integers(0, 3, 40)
+    alpha = rng.uniform(0, 2, 40)
+    alpha[:3] = 0.0
+    primal = diva_jax.value_and_dataset_derivative(Z, y, 5.0, alpha, solver="primal")
+    dual = diva_jax.value_and_dataset_derivative(Z, y, 5.0, alpha, solver="dual")
+    auto = diva_jax.dataset_derivative(Z, y, 5.0, alpha, solver="primal",
+                                       method="autodiff")
+    assert_close(primal[0], dual[0])
+    assert_close(primal[1], dual[1])
+    assert_close(primal[1], auto)
