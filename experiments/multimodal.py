@@ -10,7 +10,8 @@ The code path is the same for text embeddings: ``diva_jax.extend`` only sees
 (embedding, label) pairs.
 
 DIVA Extend scores the photo core alone (``score_added=False``: the pool is
-another domain, and scoring it lets the run fill itself with sketches) and
+another domain, and scoring it lets the run fill itself with pool samples
+that predict each other well) and
 chooses ``lam`` again at every round (``reselect_lam=True``: a ``lam`` chosen
 on 35 photos of 1,280-d features is nearly 0, and the test error of every
 method then peaks where the set size passes ``d``). It stops when no pool
