@@ -11,10 +11,10 @@ The code path is the same for text embeddings: ``diva_jax.extend`` only sees
 
 DIVA Extend scores the photo core alone (``score_added=False``: the pool is
 another domain, and scoring it lets the run fill itself with pool samples
-that predict each other well) and
-chooses ``lam`` again at every round (``reselect_lam=True``: a ``lam`` chosen
-on 35 photos of 1,280-d features is nearly 0, and the test error of every
-method then peaks where the set size passes ``d``). It stops when no pool
+that predict each other well) and chooses ``lam`` again at every round
+(``reselect_lam=True``: a ``lam`` chosen on 35 photos of 1,280-d features is
+nearly 0, and the test error of every method then peaks where the set size
+passes ``d``). It stops when no pool
 sample has a negative derivative. We compare it with uniform random
 selection at the same budgets and with adding the whole pool, by the photo
 test error of a ridge head; every training set is judged at the ``lam`` that
