@@ -14,6 +14,7 @@ itself.
 
     python -m experiments.extend                         # digits, 5 seeds
     python -m experiments.extend --reselect-lam --out DIR
+    python -m experiments.extend --core-only --out DIR
     python -m experiments.extend --features FILE --per-class 5 --k 20
 """
 
@@ -60,14 +61,14 @@ def error_curve(task, core, pool, order, budgets, lam) -> list[float]:
 
 
 def run_seed(task, seed: int, per_class: int, k: int, uniform_repeats: int,
-             reselect_lam: bool = False) -> dict:
+             reselect_lam: bool = False, score_added: bool = True) -> dict:
     """DIVA Extend, uniform selection and the whole pool on one split."""
     core, pool = split_core(task.y_train, per_class, seed)
     Zc, yc = task.Z_train[core], task.y_train[core]
     Zp, yp = task.Z_train[pool], task.y_train[pool]
     K = task.num_classes
     diva = diva_jax.extend(Zc, yc, Zp, yp, k=k, num_classes=K,
-                           reselect_lam=reselect_lam)
+                           reselect_lam=reselect_lam, score_added=score_added)
     budgets = [int(b) for b in diva.num_added]
     lam = None if reselect_lam else diva.lam
     diva_err = error_curve(task, core, pool, diva.order, budgets, lam)
@@ -159,6 +160,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--reselect-lam", action="store_true",
                    help="Extend chooses lam at every round; every subset is "
                    "judged at its own LOO lam")
+    p.add_argument("--core-only", action="store_true",
+                   help="Extend scores the core alone (score_added=False)")
     args = p.parse_args(argv)
     _common.setup_logging(args.quiet)
 
@@ -166,7 +169,8 @@ def main(argv: list[str] | None = None) -> dict:
     for seed in tqdm(args.seeds, desc="seeds", disable=args.quiet):
         task = _common.load_task(args.features, seed)
         rows.append(run_seed(task, seed, args.per_class, args.k,
-                             args.uniform_repeats, args.reselect_lam))
+                             args.uniform_repeats, args.reselect_lam,
+                             not args.core_only))
         logger.info("seed %d: core %.4f, DIVA best %.4f at %d, whole pool %.4f",
                     seed, rows[-1]["core_only"], min(rows[-1]["diva"]),
                     rows[-1]["budgets"][int(np.argmin(rows[-1]["diva"]))],
@@ -175,6 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
               "core_per_class": args.per_class, "k": args.k,
               "uniform_repeats": args.uniform_repeats,
               "reselect_lam": args.reselect_lam,
+              "score_added": not args.core_only,
               "lam": "each subset at its own LOO lam" if args.reselect_lam else
               "select_lambda on the core (as extend does)",
               "whole_pool_lam": "the lam of Extend's last round, and the whole "
