@@ -15,6 +15,7 @@ itself.
     python -m experiments.extend                         # digits, 5 seeds
     python -m experiments.extend --reselect-lam --out DIR
     python -m experiments.extend --core-only --out DIR
+    python -m experiments.extend --balance-classes --out DIR
     python -m experiments.extend --features FILE --per-class 5 --k 20
 """
 
@@ -61,14 +62,16 @@ def error_curve(task, core, pool, order, budgets, lam) -> list[float]:
 
 
 def run_seed(task, seed: int, per_class: int, k: int, uniform_repeats: int,
-             reselect_lam: bool = False, score_added: bool = True) -> dict:
+             reselect_lam: bool = False, score_added: bool = True,
+             balance_classes: bool = False) -> dict:
     """DIVA Extend, uniform selection and the whole pool on one split."""
     core, pool = split_core(task.y_train, per_class, seed)
     Zc, yc = task.Z_train[core], task.y_train[core]
     Zp, yp = task.Z_train[pool], task.y_train[pool]
     K = task.num_classes
     diva = diva_jax.extend(Zc, yc, Zp, yp, k=k, num_classes=K,
-                           reselect_lam=reselect_lam, score_added=score_added)
+                           reselect_lam=reselect_lam, score_added=score_added,
+                           balance_classes=balance_classes)
     budgets = [int(b) for b in diva.num_added]
     lam = None if reselect_lam else diva.lam
     diva_err = error_curve(task, core, pool, diva.order, budgets, lam)
@@ -162,6 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
                    "judged at its own LOO lam")
     p.add_argument("--core-only", action="store_true",
                    help="Extend scores the core alone (score_added=False)")
+    p.add_argument("--balance-classes", action="store_true",
+                   help="Extend takes the best of each class in turn")
     args = p.parse_args(argv)
     _common.setup_logging(args.quiet)
 
@@ -170,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
         task = _common.load_task(args.features, seed)
         rows.append(run_seed(task, seed, args.per_class, args.k,
                              args.uniform_repeats, args.reselect_lam,
-                             not args.core_only))
+                             not args.core_only, args.balance_classes))
         logger.info("seed %d: core %.4f, DIVA best %.4f at %d, whole pool %.4f",
                     seed, rows[-1]["core_only"], min(rows[-1]["diva"]),
                     rows[-1]["budgets"][int(np.argmin(rows[-1]["diva"]))],
@@ -180,6 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
               "uniform_repeats": args.uniform_repeats,
               "reselect_lam": args.reselect_lam,
               "score_added": not args.core_only,
+              "balance_classes": args.balance_classes,
               "lam": "each subset at its own LOO lam" if args.reselect_lam else
               "select_lambda on the core (as extend does)",
               "whole_pool_lam": "the lam of Extend's last round, and the whole "

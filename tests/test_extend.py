@@ -160,6 +160,27 @@ def test_lam_is_chosen_again_at_every_round_on_the_objective(score_added):
         assert uniform.lams[r] == diva_jax.select_lambda(Z, Y, alpha, alpha)
 
 
+def test_balanced_rounds_take_the_best_of_each_class_in_turn():
+    """Oracle: round-robin over classes, each class's pool derivatives ranked,
+    classes ordered by their best."""
+    Zc, yc, Zp, yp, _ = _core_and_pool(seed=13, n_pool=60, pool_flip=0.0)
+    Z, Y, n = _merged(Zc, yc, Zp, yp)
+    lam = 0.5
+    result = extend(Zc, yc, Zp, yp, k=5, lam=lam, max_rounds=1,
+                    balance_classes=True)
+    g = np.asarray(diva_jax.dataset_derivative(
+        Z, Y, lam, np.r_[np.ones(n), np.zeros(len(yp))],
+        np.r_[np.ones(n), np.zeros(len(yp))]))[n:]
+    queues = [sorted((j for j in range(len(yp)) if yp[j] == c and g[j] < 0),
+                     key=lambda j: g[j]) for c in range(K)]
+    expected = []
+    for rank in range(max(map(len, queues))):
+        tier = [q[rank] for q in queues if rank < len(q)]
+        expected += sorted(tier, key=lambda j: g[j])
+    np.testing.assert_array_equal(result.order, expected[:5])
+    assert len(set(yp[result.order[:K]])) == K
+
+
 def test_budgets_are_respected():
     Zc, yc, Zp, yp, _ = _core_and_pool(seed=5, pool_flip=0.0)
     result = extend(Zc, yc, Zp, yp, k=4, lam=0.5, max_added=6)

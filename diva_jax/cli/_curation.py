@@ -170,6 +170,9 @@ def _add_extend(subparsers, name):
                        help="score the core set alone by the LOO loss (default: "
                        "the core and the samples added so far); better when the "
                        "core is clean and the pool is not")
+    group.add_argument("--balance-classes", action="store_true",
+                       help="each round, take the best pool sample of each class in "
+                       "turn rather than the k best overall")
     group.add_argument("--reselect-lam", action="store_true",
                        help="without --lam: choose lam by LOO at every round, not "
                        "once on the core (for a core of few samples per class)")
@@ -524,7 +527,7 @@ def run_extend(args: argparse.Namespace) -> int:
                    score_added=not args.core_only,
                    reselect_lam=args.reselect_lam, progress=True)
     result = curation.extend(sets.core_Z, sets.core_y, sets.pool_Z, sets.pool_y,
-                             **options)
+                             balance_classes=args.balance_classes, **options)
     seconds = time.perf_counter() - start
     uniform = curation.uniform_extend(
         sets.core_Z, sets.core_y, sets.pool_Z, sets.pool_y, seed=args.seed,

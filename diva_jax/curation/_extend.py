@@ -53,6 +53,15 @@ objective is minimised over ``lam`` at each round, its derivative in
 ``alpha`` at that ``lam`` is the derivative of the minimised objective
 (envelope theorem, up to the grid's resolution).
 
+Balanced rounds. The k most negative derivatives can crowd into a few
+classes: on the digits (a core of 10 per class, the other ~1,100 training
+images as the pool) the first 50 picks of seed 0 held no 0 or 6 and 13 ones.
+``balance_classes=True`` takes the best of each class in turn. Over 5 seeds
+(``experiments/extend.py --balance-classes``) the test error was below uniform
+selection at 74% of the budgets against 66%, and the early gap closed in two
+seeds, but not in all: the best subset beat the whole pool in 4 seeds
+against 5.
+
 Every round evaluates one compiled function on arrays of fixed shape (only
 ``alpha``, the scoring mask and ``lam`` change), so nothing is compiled after
 round 0; choosing ``lam`` again adds one ``d x d`` eigendecomposition a round.
@@ -161,11 +170,18 @@ def _check_budget(k, max_rounds, max_added):
             raise ValueError(f"{name} must be None or an int >= 0; got {value!r}.")
 
 
-def _pick(g_pool, available, k, room):
+def _pick(g_pool, available, k, room, classes=None):
     """Up to ``min(k, room)`` available pool indices with ``g < 0``, most negative
-    first."""
+    first; with ``classes`` (M,), the best of each class first, then the second
+    best of each, and so on."""
     candidates = np.flatnonzero(available & (g_pool < 0))
     ranked = candidates[np.argsort(g_pool[candidates], kind="stable")]
+    if classes is not None:
+        labels = classes[ranked]
+        within = np.zeros(len(ranked), np.int64)
+        for c in np.unique(labels):
+            within[labels == c] = np.arange(np.sum(labels == c))
+        ranked = ranked[np.argsort(within, kind="stable")]
     return ranked[: min(k, room)]
 
 
@@ -226,8 +242,9 @@ def extend(
     core_features: ArrayLike, core_labels: ArrayLike, pool_features: ArrayLike,
     pool_labels: ArrayLike, *, k: int = 10, lam: float | None = None,
     max_rounds: int | None = None, max_added: int | None = None,
-    score_added: bool = True, reselect_lam: bool = False, loss="squared",
-    num_classes: int | None = None, progress: bool = False,
+    score_added: bool = True, reselect_lam: bool = False,
+    balance_classes: bool = False, loss="squared", num_classes: int | None = None,
+    progress: bool = False,
 ) -> ExtendResult:
     """DIVA Extend: add pool samples in order of most negative dataset derivative.
 
@@ -246,6 +263,9 @@ def extend(
         core (default); False scores the core alone (see the module note).
       reselect_lam: with ``lam=None``, choose ``lam`` again at every round on
         the current objective (for few-shot cores; see the module note).
+      balance_classes: each round, take the most negative derivative of each
+        class (the argmax of the pool's targets) in turn instead of the k most
+        negative overall.
       loss: per-sample loss of the LOO objective, as in :func:`diva_jax.loo_loss`.
       num_classes: K for int labels; ``max + 1`` over both sets when None.
       progress: show a tqdm bar of the rounds.
@@ -260,6 +280,8 @@ def extend(
                              reselect_lam)
     available = np.ones(len(path.alpha) - path.num_core, bool)
     room = np.inf if max_added is None else max_added
+    classes = np.argmax(np.asarray(Y)[path.num_core:], 1) if balance_classes \
+        else None
     bar = tqdm(desc="extend", unit="round", disable=not progress)
 
     while True:
@@ -269,7 +291,8 @@ def extend(
         stop = _stop_reason(len(path.objective) - 1, max_rounds, room,
                             len(path.order), available)
         picks = np.empty(0, np.int64) if stop else _pick(
-            np.asarray(g)[path.num_core:], available, k, room - len(path.order))
+            np.asarray(g)[path.num_core:], available, k, room - len(path.order),
+            classes)
         if stop or picks.size == 0:
             break
         available[picks] = False
