@@ -14,12 +14,12 @@ another domain, and scoring it lets the run fill itself with pool samples
 that predict each other well) and chooses ``lam`` again at every round
 (``reselect_lam=True``: a ``lam`` chosen on 35 photos of 1,280-d features is
 nearly 0, and the test error of every method then peaks where the set size
-passes ``d``). It stops when no pool
-sample has a negative derivative. We compare it with uniform random
-selection at the same budgets and with adding the whole pool, by the photo
-test error of a ridge head; every training set is judged at the ``lam`` that
-minimises the LOO loss of the photo core when trained on it (the rule Extend
-follows), and the whole pool also at its own LOO ``lam``.
+passes ``d``). It stops when no pool sample has a negative derivative. We
+compare it with uniform random selection at the same budgets and with adding
+the whole pool, by the photo test error of a ridge head; every training set
+is judged at the ``lam`` that minimises the LOO loss of the photo core when
+trained on it (the rule Extend follows), and the whole pool also at its own
+LOO ``lam``.
 
     python -m experiments.multimodal                      # PACS, 3 seeds
     python -m experiments.multimodal --features FILE --core-domain photo
